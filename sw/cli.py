@@ -1,0 +1,73 @@
+"""`python -m sw COMMAND ...`: one subcommand per module in `sw.commands`.
+
+A command module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+User errors print one line and exit 2; nothing prints a traceback unless `--verbose`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import pkgutil
+import sys
+from types import ModuleType
+
+from sw.errors import UserError
+
+
+def _command_modules() -> dict[str, ModuleType]:
+    import sw.commands as package
+
+    modules = {}
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+        if info.name.startswith("_"):
+            continue
+        modules[info.name.replace("_", "-")] = importlib.import_module(f"sw.commands.{info.name}")
+    return modules
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m sw",
+        description="Mixed-precision quantization exploration: calibrate, search, evaluate, sweep weather.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in _command_modules().items():
+        cmd = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        cmd.add_argument("--verbose", "-v", action="store_true", help="more log output, tracebacks on errors")
+        module.add_arguments(cmd)
+        cmd.set_defaults(_run=module.run)
+    return parser
+
+
+def configure_logging(verbose: bool) -> None:
+    """Quiet by default: warnings only, and silence absl's chatter from pytorch-quantization."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.INFO if verbose else absl.logging.ERROR)
+    except ImportError:
+        pass
+
+
+def run_guarded(func, args, verbose: bool) -> int:
+    """Run a command; turn user errors and Ctrl-C into one line and a non-zero exit."""
+    try:
+        return int(func(args) or 0)
+    except UserError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: results written so far are kept", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
+    return run_guarded(args._run, args, args.verbose)

@@ -1,0 +1,20 @@
+"""`python -m sw schema`: every workload key with its type and default."""
+
+from __future__ import annotations
+
+import argparse
+
+from sw.schema import Doc
+from sw.workload import WORKLOAD
+
+HELP = "print every workload key, what it expects and its default"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    pass
+
+
+def run(args: argparse.Namespace) -> int:
+    for line in Doc.of(WORKLOAD):
+        print(line)
+    return 0

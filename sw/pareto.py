@@ -1,0 +1,111 @@
+"""The Pareto front of a run: non-dominated feasible individuals, written as CSV, JSON and PNG."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from sw.results import Individual, Run
+
+
+def non_dominated_mask(F: np.ndarray) -> np.ndarray:
+    """True for rows not dominated by any other row (all objectives minimised).
+
+    Written directly (O(n^2)) so the tests can check pymoo's result against it.
+    """
+    F = np.asarray(F, dtype=float)
+    n = len(F)
+    mask = np.ones(n, dtype=bool)
+    for i in range(n):
+        dominated_by = np.all(F <= F[i], axis=1) & np.any(F < F[i], axis=1)
+        if dominated_by.any():
+            mask[i] = False
+    return mask
+
+
+def pareto_front(individuals: Sequence[Individual]) -> list[Individual]:
+    """Feasible, non-dominated individuals (duplicates in objective space kept once), sorted by cost."""
+    feasible = [ind for ind in individuals if ind.feasible]
+    if not feasible:
+        return []
+    F = np.array([ind.objectives for ind in feasible])
+    front, seen = [], set()
+    for ind, keep in zip(feasible, non_dominated_mask(F)):
+        if keep and ind.objectives not in seen:
+            seen.add(ind.objectives)
+            front.append(ind)
+    return sorted(front, key=lambda ind: ind.objectives[1:])
+
+
+def objective_value(run: Run, name: str, value: float) -> float:
+    """Objectives are stored minimised; accuracy objectives are stored negated."""
+    return -value if name.startswith("-") else value
+
+
+def front_rows(run: Run, front: Sequence[Individual]) -> list[dict]:
+    rows = []
+    for rank, ind in enumerate(front):
+        row = {"point": rank, "generation": ind.generation, "index": ind.index}
+        row.update({m: ind.metrics.get(m) for m in run.metric_names})
+        row.update({name.lstrip("-"): objective_value(run, name, v) for name, v in zip(run.objective_names, ind.objectives)})
+        row.update({name: int(b) for name, b in zip(run.var_names, ind.x)})
+        rows.append(row)
+    return rows
+
+
+def write_front(run: Run, individuals: Sequence[Individual], out_dir: Path, *, title: str = "",
+                baselines: dict[str, dict[str, float]] | None = None) -> dict[str, Path]:
+    """Write front.csv, front.json and front.png; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    front = pareto_front(individuals)
+    rows = front_rows(run, front)
+    paths = {"csv": out_dir / "front.csv", "json": out_dir / "front.json", "png": out_dir / "front.png"}
+    fields = list(rows[0]) if rows else ["point"] + run.metric_names + [n.lstrip("-") for n in run.objective_names] + run.var_names
+    with paths["csv"].open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    paths["json"].write_text(json.dumps({
+        "run_id": run.id, "workload": run.workload, "problem": run.problem,
+        "objectives": [n.lstrip("-") for n in run.objective_names], "thresholds": run.thresholds,
+        "baselines": baselines or {}, "evaluated": len(individuals), "front": rows}, indent=1))
+    plot_front(run, individuals, front, paths["png"], title=title, baselines=baselines)
+    return paths
+
+
+def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Individual], path: Path, *,
+               title: str = "", baselines: dict[str, dict[str, float]] | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = run.metric_names[0]
+    cost_name = run.objective_names[1]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    feas = [i for i in individuals if i.feasible]
+    infeas = [i for i in individuals if not i.feasible]
+    for group, style in ((infeas, dict(c="#d9a0a0", marker="x", label="infeasible")),
+                         (feas, dict(c="#9aa9c4", marker="o", label="feasible", alpha=0.6))):
+        if group:
+            ax.scatter([i.objectives[1] for i in group], [i.metrics[metric] for i in group], s=14, **style)
+    if front:
+        ax.plot([i.objectives[1] for i in front], [i.metrics[metric] for i in front], "-o", c="#1f4e9c",
+                ms=5, label="Pareto front")
+    if run.thresholds:
+        ax.axhline(run.thresholds[0], ls="--", c="#b03030", lw=1, label=f"minimum {metric}")
+    for name, metrics in (baselines or {}).items():
+        ax.axhline(metrics[metric], ls=":", c="#555555", lw=1)
+        ax.text(ax.get_xlim()[0], metrics[metric], f" {name}", va="bottom", fontsize=7, color="#555555")
+    ax.set_xlabel(cost_name.replace("_", " "))
+    ax.set_ylabel(f"{metric} accuracy")
+    ax.set_title(title or f"{run.workload}: {metric} vs {cost_name}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

@@ -1,0 +1,42 @@
+"""Problem plugins: what the search optimises.
+
+A problem is a module (or any object) registered in `PROBLEMS` that defines five functions:
+
+- `init_function(model, study) -> QuantizedModel`: wrap and calibrate the fp32 model;
+- `update_params_function(qmodel, x, study)`: apply one candidate (an integer vector);
+- `prepare_exploration_function(qmodel, study, thresholds) -> pymoo Problem`;
+- `sampling_method(study)`: a pymoo Sampling for the initial population;
+- `repair_method(study)`: a pymoo Repair applied to offspring.
+
+`study` is the `sw.study.Study` of the workload (data, models, results). Register a new
+problem by adding a module here that calls `PROBLEMS.add(NAME, sys.modules[__name__])`, or,
+with `trust_custom_code: true`, name it in the workload as `package.module:object`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from sw.registry import Registry
+
+PLUGIN_FUNCTIONS = ("prepare_exploration_function", "repair_method", "sampling_method", "init_function",
+                    "update_params_function")
+
+PROBLEMS: Registry[Any] = Registry("problem")
+
+
+def check_plugin(plugin: Any, name: str = "") -> Any:
+    """Raise TypeError unless `plugin` defines all five plugin functions."""
+    missing = [f for f in PLUGIN_FUNCTIONS if not callable(getattr(plugin, f, None))]
+    if missing:
+        raise TypeError(f"problem plugin {name or plugin!r} lacks {', '.join(missing)}")
+    return plugin
+
+
+for _module in ("quantization_problem", "energy_aware_quant_problem"):
+    try:
+        importlib.import_module(f"sw.problems.{_module}")
+    except ModuleNotFoundError as exc:  # a plugin that is not installed yet
+        if exc.name != f"sw.problems.{_module}":
+            raise

@@ -1,0 +1,155 @@
+"""`quantization_problem`: per-layer bit widths, maximise accuracy, minimise weighted bits.
+
+Decision vector: one integer per quantized layer (`explore: tied`: weights and inputs share
+it) or two (`explore: separate`: weight bits, then input bits). Objectives (minimised by
+pymoo): `-accuracy` of the first metric and a cost. Constraints: `threshold_k - metric_k <= 0`
+for every metric with a minimum accuracy.
+
+Other problems reuse `QuantizationProblem` with another cost function (see
+`energy_aware_quant_problem`).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+from pymoo.core.problem import ElementwiseProblem
+from pymoo.core.sampling import Sampling
+from pymoo.operators.repair.rounding import RoundingRepair
+from pymoo.operators.sampling.rnd import IntegerRandomSampling
+
+from sw.problems import PROBLEMS
+
+CostFunction = Callable[[Mapping[str, tuple[int, int]]], float]
+
+
+def variable_names(layer_names: Sequence[str], mode: str) -> list[str]:
+    if mode == "tied":
+        return [f"{n}.bits" for n in layer_names]
+    return [f"{n}.{part}_bits" for n in layer_names for part in ("weight", "input")]
+
+
+def decode(x: Sequence[int], layer_names: Sequence[str], mode: str) -> dict[str, tuple[int, int]]:
+    """Decision vector -> {layer: (weight bits, input bits)}."""
+    x = [int(round(float(v))) for v in x]
+    if mode == "tied":
+        return {n: (b, b) for n, b in zip(layer_names, x, strict=True)}
+    if len(x) != 2 * len(layer_names):
+        raise ValueError(f"expected {2 * len(layer_names)} variables, got {len(x)}")
+    return {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(layer_names)}
+
+
+def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode: str) -> list[int]:
+    if mode == "tied":
+        return [bits[n][0] for n in layer_names]
+    return [b for n in layer_names for b in bits[n]]
+
+
+class QuantizationProblem(ElementwiseProblem):
+    """Elementwise pymoo problem over integer bit widths.
+
+    Picklable for process/dask runners: only the workload path and thresholds travel; a worker
+    rebuilds the calibrated model once from the workload (and its calibration file).
+    """
+
+    def __init__(self, study, qmodel, cost: CostFunction, cost_name: str, thresholds: Sequence[float],
+                 elementwise_runner=None):
+        w = study.workload
+        self.study, self.qmodel, self.cost, self.cost_name = study, qmodel, cost, cost_name
+        self.thresholds = [float(t) for t in thresholds]
+        self.metric_names = list(w.accuracy.metrics)
+        self.mode = w.quantization.explore
+        self.var_names = variable_names(qmodel.layer_names, self.mode)
+        n_var = len(self.var_names)
+        kwargs = {} if elementwise_runner is None else {"elementwise_runner": elementwise_runner}
+        super().__init__(n_var=n_var, n_obj=2, n_ieq_constr=len(self.thresholds),
+                         xl=np.full(n_var, w.search.bits.lower), xu=np.full(n_var, w.search.bits.upper),
+                         vtype=int, **kwargs)
+
+    @property
+    def objective_names(self) -> list[str]:
+        return [f"-{self.metric_names[0]}", self.cost_name]
+
+    def evaluate_one(self, x: Sequence[int]) -> dict:
+        """Metrics, objectives and constraints of one candidate."""
+        start = time.perf_counter()
+        self.study.plugin.update_params_function(self.qmodel, x, self.study)
+        metrics = self.study.evaluate(self.qmodel, "exploration")
+        cost = float(self.cost(self.qmodel.layer_bits()))
+        return {
+            "F": np.array([-metrics[self.metric_names[0]], cost]),
+            "G": np.array([t - metrics[m] for t, m in zip(self.thresholds, self.metric_names)]),
+            "metrics": np.array([metrics[m] for m in self.metric_names]),
+            "wall_time": time.perf_counter() - start,
+        }
+
+    def _evaluate(self, x, out, *args, **kwargs):
+        out.update(self.evaluate_one(x))
+
+    def __getstate__(self):
+        return {"workload_path": str(self.study.workload.path), "thresholds": self.thresholds}
+
+    def __setstate__(self, state):
+        self.__dict__.update(_worker_problem(state["workload_path"], tuple(state["thresholds"])).__dict__)
+
+
+_WORKER_PROBLEMS: dict = {}
+
+
+def _worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> QuantizationProblem:
+    """Rebuild (once per process) the problem a parent process sent as a path."""
+    key = (workload_path, thresholds)
+    if key not in _WORKER_PROBLEMS:
+        import torch
+
+        from sw.study import Study
+
+        torch.set_num_threads(1)
+        study = Study(workload_path)
+        _WORKER_PROBLEMS[key] = study.plugin.prepare_exploration_function(study.quantized_model, study, list(thresholds))
+    return _WORKER_PROBLEMS[key]
+
+
+class UniformFirstSampling(Sampling):
+    """Initial population: every uniform configuration (all-b bits, high to low), then random."""
+
+    def _do(self, problem, n_samples, **kwargs):
+        lower, upper = int(problem.xl[0]), int(problem.xu[0])
+        uniform = [np.full(problem.n_var, b) for b in range(upper, lower - 1, -1)][:n_samples]
+        rest = IntegerRandomSampling()._do(problem, n_samples - len(uniform), **kwargs) if n_samples > len(uniform) else []
+        return np.vstack([*uniform, *rest]).astype(int) if len(rest) else np.vstack(uniform).astype(int)
+
+
+# -- the five plugin functions ---------------------------------------------------------------------
+def init_function(model, study):
+    """Wrap the fp32 model, calibrate it (or load the calibration file), quantize weights once."""
+    from sw.calibration import ensure_calibrated
+    from sw.quantized_model import QuantizedModel, QuantSettings
+
+    qmodel = QuantizedModel(model, study.workload.model.input_shape, QuantSettings.from_workload(study.workload))
+    ensure_calibrated(qmodel, study)
+    qmodel.set_uniform_bits(study.workload.quantization.baseline_bits)
+    qmodel.freeze_weights()
+    return qmodel
+
+
+def update_params_function(qmodel, x, study) -> None:
+    qmodel.set_layer_bits(decode(x, qmodel.layer_names, study.workload.quantization.explore))
+
+
+def prepare_exploration_function(qmodel, study, thresholds, elementwise_runner=None) -> QuantizationProblem:
+    return QuantizationProblem(study, qmodel, study.weighted_bits, "weighted_bits", thresholds, elementwise_runner)
+
+
+def sampling_method(study) -> Sampling:
+    return UniformFirstSampling()
+
+
+def repair_method(study):
+    return RoundingRepair()
+
+
+PROBLEMS.add("quantization_problem", sys.modules[__name__])

@@ -1,0 +1,234 @@
+"""Wrap any `nn.Module` with NVIDIA pytorch-quantization fake-quant quantizers.
+
+- every `nn.Conv2d` / `nn.Linear` becomes a `QuantConv2d` / `QuantLinear` with an input and a
+  weight `TensorQuantizer` (weights per tensor or per output channel);
+- a `TensorQuantizer` in front of the model quantizes the model's input (8 bits: camera data);
+- optional extra activation quantizers after modules chosen by a predicate (forward hooks).
+
+Every quantizer is addressable by name (`quantizers()`): `<layer>.weight`, `<layer>.input`,
+`model_input` and `<module>.output`. Layer names are the fp32 model's module names, so other
+tools (the energy table, cosim) can key on them.
+
+Speed: during a search the weights do not change between forward passes, so `freeze_weights()`
+fake-quantizes them once per candidate and disables the weight quantizers; input quantizers
+still run on every forward.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Callable, Iterator, Mapping
+
+import torch
+from pytorch_quantization import nn as qnn
+from pytorch_quantization.nn import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor
+from torch import nn
+
+from sw.weighting import LayerSize
+
+QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
+
+ACTIVATION_PREDICATES: dict[str, Callable[[str, nn.Module], bool]] = {
+    "none": lambda name, module: False,
+    "relu": lambda name, module: isinstance(module, (nn.ReLU, nn.ReLU6)),
+}
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """How a model is quantized (from the workload's `quantization` and `calibration` sections)."""
+
+    per_channel_weights: bool = True
+    narrow_range: bool = False
+    unsigned_activations: str = "auto"  # "auto": unsigned where calibration saw no negative input
+    activation_quantizers: str = "none"
+    baseline_bits: int = 8
+    calib_method: str = "max"  # "max" or "histogram" (for percentile, entropy, mse)
+    num_bins: int = 2048
+
+    @classmethod
+    def from_workload(cls, workload) -> "QuantSettings":
+        q, c = workload.quantization, workload.calibration
+        return cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
+                   unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
+                   baseline_bits=q.baseline_bits,
+                   calib_method="max" if c.method in ("max", "aciq") else "histogram", num_bins=c.num_bins)
+
+
+def _input_descriptor(s: QuantSettings) -> QuantDescriptor:
+    return QuantDescriptor(num_bits=s.baseline_bits, calib_method=s.calib_method, narrow_range=s.narrow_range)
+
+
+def _weight_descriptor(s: QuantSettings) -> QuantDescriptor:
+    axis = (0,) if s.per_channel_weights else None
+    return QuantDescriptor(num_bits=s.baseline_bits, axis=axis, calib_method="max", narrow_range=s.narrow_range)
+
+
+def _quantized_copy(module: nn.Module, s: QuantSettings) -> nn.Module:
+    kwargs = dict(quant_desc_input=_input_descriptor(s), quant_desc_weight=_weight_descriptor(s))
+    if isinstance(module, nn.Conv2d):
+        q = qnn.QuantConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
+                            module.padding, module.dilation, module.groups, module.bias is not None,
+                            module.padding_mode, **kwargs)
+    else:
+        q = qnn.QuantLinear(module.in_features, module.out_features, module.bias is not None, **kwargs)
+    with torch.no_grad():
+        q.weight.copy_(module.weight)
+        if module.bias is not None:
+            q.bias.copy_(module.bias)
+    q._weight_quantizer._calibrator._unsigned = False
+    return q.train(module.training)
+
+
+class QuantizedModel(nn.Module):
+    """A fake-quantized copy of a model, with per-layer bit widths settable by name."""
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...] | list[int], settings: QuantSettings = QuantSettings()):
+        super().__init__()
+        self.settings = settings
+        self.model = copy.deepcopy(model).eval()
+        self._replace_layers()
+        self.model_input = TensorQuantizer(_input_descriptor(settings))
+        self.activation_quantizers = nn.ModuleDict()
+        predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
+        for name, module in list(self.model.named_modules()):
+            if name and predicate(name, module):
+                key = name.replace(".", "__")
+                self.activation_quantizers[key] = TensorQuantizer(_input_descriptor(settings))
+                module.register_forward_hook(self._make_output_hook(key))
+        self._master: dict[str, torch.Tensor] = {}
+        self._weight_cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._cache_budget = 0
+        self.layer_sizes: list[LayerSize] = self._trace(tuple(input_shape))
+        self.layer_names: list[str] = [s.name for s in self.layer_sizes]
+
+    # -- construction -----------------------------------------------------------------------
+    def _replace_layers(self) -> None:
+        for name, module in list(self.model.named_modules()):
+            for child_name, child in list(module.named_children()):
+                if type(child) in (nn.Conv2d, nn.Linear):
+                    setattr(module, child_name, _quantized_copy(child, self.settings))
+
+    def _make_output_hook(self, key: str):
+        def hook(module: nn.Module, inputs, output):
+            return self.activation_quantizers[key](output)
+
+        return hook
+
+    @torch.no_grad()
+    def _trace(self, input_shape: tuple[int, ...]) -> list[LayerSize]:
+        """Run one forward pass (quantizers off) to find layer order and sizes."""
+        sizes: list[LayerSize] = []
+        handles = []
+        for name, layer in self.layers().items():
+            def record(module, inputs, output, name=name):
+                x = inputs[0]
+                if any(s.name == name for s in sizes):
+                    return
+                if isinstance(module, qnn.QuantLinear):
+                    per_out = module.in_features
+                else:
+                    per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+                sizes.append(LayerSize(name, module.weight.numel(), x[0].numel(), output[0].numel() * per_out))
+            handles.append(layer.register_forward_hook(record))
+        states = {n: q._disabled for n, q in self.quantizers().items()}
+        for q in self.quantizers().values():
+            q.disable()
+        try:
+            self.model(torch.zeros((1, *input_shape)))
+        finally:
+            for h in handles:
+                h.remove()
+            for n, q in self.quantizers().items():
+                q._disabled = states[n]
+        return sizes
+
+    # -- addressing ---------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.model_input(x))
+
+    def layers(self) -> dict[str, nn.Module]:
+        """Quantized Conv2d/Linear layers by fp32 module name (forward order once traced)."""
+        found = {n: m for n, m in self.model.named_modules() if isinstance(m, QUANT_LAYER_TYPES)}
+        if hasattr(self, "layer_names"):
+            return {n: found[n] for n in self.layer_names} | {n: m for n, m in found.items() if n not in self.layer_names}
+        return found
+
+    def quantizers(self) -> dict[str, TensorQuantizer]:
+        """Every quantizer by its address."""
+        out: dict[str, TensorQuantizer] = {"model_input": self.model_input}
+        for name, layer in self.layers().items():
+            out[f"{name}.input"] = layer._input_quantizer
+            out[f"{name}.weight"] = layer._weight_quantizer
+        for key, q in self.activation_quantizers.items():
+            out[f"{key.replace('__', '.')}.output"] = q
+        return out
+
+    def iter_quantizers(self) -> Iterator[tuple[str, TensorQuantizer]]:
+        return iter(self.quantizers().items())
+
+    # -- bit widths ---------------------------------------------------------------------------
+    def set_layer_bits(self, bits: Mapping[str, tuple[int, int]]) -> None:
+        """Set (weight bits, input bits) per layer; re-quantizes frozen weights once."""
+        layers = self.layers()
+        for name, (wb, ib) in bits.items():
+            layer = layers[name]
+            layer._weight_quantizer.num_bits = int(wb)
+            layer._input_quantizer.num_bits = int(ib)
+            _apply_aciq(layer._input_quantizer)
+        if self._master:
+            self._requantize_weights(bits.keys())
+
+    def set_uniform_bits(self, bits: int) -> None:
+        self.set_layer_bits({n: (bits, bits) for n in self.layer_names})
+
+    def layer_bits(self) -> dict[str, tuple[int, int]]:
+        return {n: (l._weight_quantizer.num_bits, l._input_quantizer.num_bits) for n, l in self.layers().items()}
+
+    # -- quantize weights once per candidate -------------------------------------------------
+    def freeze_weights(self, cache_bytes: int = 1 << 30) -> None:
+        """Fake-quantize the weights once per bit width instead of on every forward.
+
+        Quantized weights are kept per (layer, bits) up to `cache_bytes`, so a candidate that
+        reuses a layer's bit width costs no weight quantization at all.
+        """
+        self.unfreeze_weights()
+        self._master = {n: l.weight.detach().clone() for n, l in self.layers().items()}
+        self._cache_budget = cache_bytes
+        self._requantize_weights(self._master.keys())
+
+    def unfreeze_weights(self) -> None:
+        """Restore fp32 weights and per-forward weight quantization (for QAT or calibration)."""
+        for name, layer in self.layers().items():
+            if name in self._master:
+                layer.weight.data = self._master[name]
+            layer._weight_quantizer.enable()
+        self._master = {}
+        self._weight_cache: dict[tuple[str, int], torch.Tensor] = {}
+
+    @torch.no_grad()
+    def _requantize_weights(self, names) -> None:
+        layers = self.layers()
+        for name in names:
+            layer, wq = layers[name], layers[name]._weight_quantizer
+            key = (name, wq.num_bits)
+            quantized = self._weight_cache.get(key)
+            if quantized is None:
+                wq.enable()
+                quantized = wq(self._master[name])
+                used = sum(t.numel() * t.element_size() for t in self._weight_cache.values())
+                if used + quantized.numel() * quantized.element_size() <= self._cache_budget:
+                    self._weight_cache[key] = quantized
+            layer.weight.data = quantized
+            wq.disable()
+
+
+# ACIQ: amax depends on the bit width, so it is recomputed whenever bits change.
+def _apply_aciq(q: TensorQuantizer) -> None:
+    stats = getattr(q, "aciq_stats", None)
+    if stats is not None:
+        from sw.calibration import aciq_amax
+
+        q.amax = aciq_amax(stats["laplace_b"], stats["absmax"], q.num_bits, q.unsigned)

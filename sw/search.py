@@ -1,0 +1,181 @@
+"""NSGA-II over per-layer bit widths, with every evaluation recorded durably as it happens.
+
+Evaluation goes through pymoo's elementwise runner interface (`runner(f, X) -> list[dict]`).
+`RecordingRunner` wraps a backend (serial, a process pool or a dask.distributed cluster): it
+looks each candidate up in the results database first (so `--resume` re-plays a killed run
+without re-evaluating), evaluates the rest, and commits each result the moment it arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+from pymoo.algorithms.moo.nsga2 import NSGA2
+from pymoo.operators.crossover.sbx import SBX
+from pymoo.operators.mutation.pm import PM
+from pymoo.operators.repair.rounding import RoundingRepair
+from tqdm import tqdm
+
+from sw.results import ResultsDB
+
+
+# -- evaluation backends ------------------------------------------------------------------------
+class SerialBackend:
+    """Evaluate in this process, in order."""
+
+    def imap(self, f: Callable, X: Sequence) -> Iterator[tuple[int, dict]]:
+        for i, x in enumerate(X):
+            yield i, f(x)
+
+    def close(self) -> None:
+        pass
+
+
+def _call(f: Callable, x) -> dict:
+    return f(x)
+
+
+class ProcessBackend:
+    """A pool of worker processes (spawned: each rebuilds the model once from the workload)."""
+
+    def __init__(self, workers: int):
+        import multiprocessing
+
+        self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+
+    def imap(self, f: Callable, X: Sequence) -> Iterator[tuple[int, dict]]:
+        futures = {self.pool.submit(_call, f, x): i for i, x in enumerate(X)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+
+
+class DaskBackend:
+    """A dask.distributed cluster: a given scheduler address, or a local cluster of processes."""
+
+    def __init__(self, workers: int, address: str | None = None):
+        from dask.distributed import Client, LocalCluster
+
+        self.cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                         dashboard_address=None)
+        self.client = Client(address or self.cluster)
+
+    def imap(self, f: Callable, X: Sequence) -> Iterator[tuple[int, dict]]:
+        from dask.distributed import as_completed as dask_completed
+
+        futures = [self.client.submit(_call, f, x, pure=False) for x in X]
+        index = {future.key: i for i, future in enumerate(futures)}
+        for future in dask_completed(futures):
+            yield index[future.key], future.result()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def make_backend(kind: str, workers: int, address: str | None = None):
+    if kind == "processes":
+        return ProcessBackend(workers)
+    if kind == "dask":
+        return DaskBackend(workers, address)
+    return SerialBackend()
+
+
+# -- recording ------------------------------------------------------------------------------
+@dataclass
+class Recorder:
+    """Where evaluations go: one run of the results database."""
+
+    db: ResultsDB
+    run_id: int
+    metric_names: list[str]
+    generation: int = 0
+    evaluated: int = 0
+    reused: int = 0
+
+    def lookup(self, x) -> dict | None:
+        hit = self.db.lookup(self.run_id, [int(v) for v in x])
+        if hit is None:
+            return None
+        return {"F": np.array(hit.objectives), "G": np.array(hit.constraints),
+                "metrics": np.array([hit.metrics[m] for m in self.metric_names]), "wall_time": hit.wall_time}
+
+    def record(self, index: int, x, out: dict) -> None:
+        self.db.add_individual(self.run_id, self.generation, index, [int(v) for v in x],
+                               {m: float(v) for m, v in zip(self.metric_names, out["metrics"])},
+                               list(out["F"]), list(out.get("G", [])), float(out["wall_time"]))
+
+
+class RecordingRunner:
+    """pymoo elementwise runner: database lookup, then evaluation, then an immediate commit."""
+
+    def __init__(self, backend, recorder: Recorder):
+        self.backend, self.recorder = backend, recorder
+
+    def __call__(self, f: Callable, X) -> list[dict]:
+        outs: list[dict | None] = [None] * len(X)
+        todo = []
+        for i, x in enumerate(X):
+            hit = self.recorder.lookup(x)
+            if hit is None:
+                todo.append(i)
+            else:
+                outs[i] = hit
+                self.recorder.reused += 1
+        rng_state = np.random.get_state()  # evaluation must never perturb the search's random stream
+        try:
+            for j, out in self.backend.imap(f, [X[i] for i in todo]):
+                i = todo[j]
+                self.recorder.record(i, X[i], out)
+                self.recorder.evaluated += 1
+                outs[i] = out
+        finally:
+            np.random.set_state(rng_state)
+        return outs  # type: ignore[return-value]
+
+    def __getstate__(self):  # the runner itself never travels to workers
+        return {}
+
+
+# -- the algorithm --------------------------------------------------------------------------
+def build_algorithm(search_cfg, n_var: int, sampling, repair) -> NSGA2:
+    prob_var = search_cfg.mutation_prob if search_cfg.mutation_prob is not None else 1.0 / max(1, n_var)
+    return NSGA2(
+        pop_size=search_cfg.pop_size,
+        n_offsprings=search_cfg.offsprings or search_cfg.pop_size,
+        sampling=sampling,
+        crossover=SBX(prob=search_cfg.crossover_prob, eta=search_cfg.crossover_eta, vtype=float,
+                      repair=RoundingRepair()),
+        mutation=PM(prob=1.0, prob_var=prob_var, eta=search_cfg.mutation_eta, vtype=float, repair=RoundingRepair()),
+        repair=repair,
+        eliminate_duplicates=True,
+    )
+
+
+def run_nsga2(problem, algorithm: NSGA2, recorder: Recorder, generations: int, seed: int, *,
+              progress: bool = False) -> Any:
+    """Ask/tell loop so each generation's number is known to the recorder; returns pymoo's result."""
+    algorithm.setup(problem, termination=("n_gen", generations), seed=seed, verbose=False)
+    bar = tqdm(total=generations, desc="generations", disable=not progress, leave=False)
+    start = time.perf_counter()
+    generation = 0
+    while algorithm.has_next():
+        recorder.generation = generation
+        population = algorithm.ask()
+        algorithm.evaluator.eval(problem, population)
+        algorithm.tell(infills=population)
+        generation += 1
+        bar.update(1)
+        if progress:
+            bar.set_postfix(evaluated=recorder.evaluated, reused=recorder.reused)
+    bar.close()
+    result = algorithm.result()
+    result.exec_time = time.perf_counter() - start
+    return result
