@@ -12,6 +12,7 @@ import logging
 import os
 import pkgutil
 import sys
+import warnings
 from types import ModuleType
 
 from sw.errors import UserError
@@ -68,6 +69,12 @@ def run_guarded(func, args, verbose: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not ({"--verbose", "-v"} & set(argv)):
+        # library deprecation chatter (torch.jit in pytorch-quantization, ...) is not for users
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     return run_guarded(args._run, args, args.verbose)

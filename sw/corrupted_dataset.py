@@ -19,12 +19,12 @@ returns it as an in-memory `TensorDataset`: the weather sweep uses it to corrupt
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
-import multiprocessing
 import os
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -94,8 +94,13 @@ class CorruptedDataset(Dataset):
         """The seed of image `index`: different per image, the same on every run."""
         return corruptions.derive_seed(self.seed, index)
 
-    def materialize(self, workers: int = 1, progress: bool = False) -> TensorDataset:
-        """Corrupt every image (in `workers` processes) and return (images, labels) in memory."""
+    def materialize(self, workers: int = 1, progress: bool = False,
+                    executor: Executor | None = None) -> TensorDataset:
+        """Corrupt every image and return (images, labels) in memory.
+
+        Uncached images are corrupted in `executor` when given (reuse one pool across many
+        calls: starting processes costs seconds), else in a new pool of `workers` processes.
+        """
         n = len(self)
         images: list[torch.Tensor | None] = [None] * n
         labels = []
@@ -114,7 +119,7 @@ class CorruptedDataset(Dataset):
         chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
         bar = tqdm(total=len(todo), desc=f"{self.condition} s{self.severity}", disable=not progress,
                    leave=False, unit="img")
-        for chunk, results in zip(chunks, self._corrupt_chunks(chunks, workers)):
+        for chunk, results in zip(chunks, self._corrupt_chunks(chunks, workers, executor)):
             for (index, _, path), corrupted in zip(chunk, results):
                 self._store(path, corrupted)
                 images[index] = to_float_chw(corrupted)
@@ -124,17 +129,15 @@ class CorruptedDataset(Dataset):
             return TensorDataset(torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.long))
         return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
-    def _corrupt_chunks(self, chunks: Sequence[list], workers: int):
+    def _corrupt_chunks(self, chunks: Sequence[list], workers: int, executor: Executor | None):
         """Yield the corrupted images of each chunk, in order."""
         args = [([clean for _, clean, _ in chunk], [self.image_seed(i) for i, _, _ in chunk]) for chunk in chunks]
-        if workers <= 1 or len(chunks) <= 1:
+        if executor is None and (workers <= 1 or len(chunks) <= 1):
             for images, seeds in args:
                 yield corruptions.corrupt_many(images, self.condition, self.severity, seeds)
             return
-        # spawn, not fork: the parent may hold torch/OpenMP threads that a fork would break
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(chunks)), mp_context=context,
-                                 initializer=corruptions.init_worker) as pool:
+        with contextlib.ExitStack() as stack:
+            pool = executor or stack.enter_context(corruptions.process_pool(min(workers, len(chunks))))
             futures = [pool.submit(corruptions.corrupt_many, images, self.condition, self.severity, seeds)
                        for images, seeds in args]
             for future in futures:

@@ -30,12 +30,15 @@ workload loader imports it only to validate condition names).
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from sw.errors import UserError
 from sw.registry import Registry
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 SEVERITIES = (1, 2, 3, 4, 5)
 MIN_SIDE = 32  # imagecorruptions refuses smaller images
@@ -221,8 +224,20 @@ def corrupt_many(images: list[np.ndarray], condition: str, severity: int, seeds:
     return [corrupt(image, condition, severity, seed) for image, seed in zip(images, seeds)]
 
 
-def init_worker() -> None:
-    """Process-pool initializer: one OpenCV thread per process (the pool is the parallelism)."""
+def process_pool(workers: int) -> "ProcessPoolExecutor":
+    """A pool of `workers` processes for corrupting images.
+
+    Spawned, not forked: the parent may hold torch/OpenMP threads that a fork would break.
+    Starting one costs seconds (imports), so long jobs create one and reuse it.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker)
+
+
+def _init_worker() -> None:
     import cv2
 
-    cv2.setNumThreads(1)
+    cv2.setNumThreads(1)  # the pool is the parallelism

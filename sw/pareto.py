@@ -98,9 +98,8 @@ def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Indi
                 ms=5, label="Pareto front")
     if run.thresholds:
         ax.axhline(run.thresholds[0], ls="--", c="#b03030", lw=1, label=f"minimum {metric}")
-    for name, metrics in (baselines or {}).items():
-        ax.axhline(metrics[metric], ls=":", c="#555555", lw=1)
-        ax.text(ax.get_xlim()[0], metrics[metric], f" {name}", va="bottom", fontsize=7, color="#555555")
+    for (name, metrics), style in zip((baselines or {}).items(), (":", "-.", (0, (1, 3)))):
+        ax.axhline(metrics[metric], ls=style, c="#555555", lw=1, label=f"{name} baseline")
     ax.set_xlabel(cost_name.replace("_", " "))
     ax.set_ylabel(f"{metric} accuracy")
     ax.set_title(title or f"{run.workload}: {metric} vs {cost_name}")

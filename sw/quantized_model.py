@@ -98,6 +98,9 @@ class QuantizedModel(nn.Module):
                 key = name.replace(".", "__")
                 self.activation_quantizers[key] = TensorQuantizer(_input_descriptor(settings))
                 module.register_forward_hook(self._make_output_hook(key))
+        for q in self.quantizers().values():
+            if hasattr(q._calibrator, "_num_bins"):
+                q._calibrator._num_bins = settings.num_bins
         self._master: dict[str, torch.Tensor] = {}
         self._weight_cache: dict[tuple[str, int], torch.Tensor] = {}
         self._cache_budget = 0

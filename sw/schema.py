@@ -81,21 +81,22 @@ class Scalar(Spec):
         return text
 
     def validate(self, value: Any, file: Any, key: str) -> Any:
+        expected = self.describe() + (f" ({self.doc})" if self.doc else "")
         if value is None:
             if self.nullable:
                 return None
-            _fail(file, key, self.describe(), value)
+            _fail(file, key, expected, value)
         ok = isinstance(value, self.type) and not (self.type is not bool and isinstance(value, bool))
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value, ok = float(value), True
         if not ok:
-            _fail(file, key, self.describe(), value)
+            _fail(file, key, expected, value)
         if self.choices and value not in self.choices:
-            _fail(file, key, self.describe(), value)
+            _fail(file, key, expected, value)
         if self.min is not None and value < self.min:
-            _fail(file, key, self.describe(), value)
+            _fail(file, key, expected, value)
         if self.max is not None and value > self.max:
-            _fail(file, key, self.describe(), value)
+            _fail(file, key, expected, value)
         return value
 
 

@@ -83,3 +83,14 @@ def train_and_cache(workload, model: nn.Module, *, progress: bool = False) -> Pa
     torch.save(model.state_dict(), tmp)
     tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
     return path
+
+
+def quantization_aware_training(qmodel, loader, *, epochs: int, lr: float, seed: int = 0,
+                                progress: bool = False) -> None:
+    """Fine-tune a QuantizedModel at its current bit widths (straight-through estimator).
+
+    Weights are quantized on every forward while training, then frozen again for evaluation.
+    """
+    qmodel.unfreeze_weights()
+    train(qmodel, loader, epochs=epochs, lr=lr, seed=seed, progress=progress, desc="QAT")
+    qmodel.freeze_weights()

@@ -43,6 +43,8 @@ def _check_dataset(cfg: Config, file: Any, key: str) -> None:
     DATASETS.get(cfg.name, file=file, key=f"{key}.name")
     if DATASETS.get(cfg.name).needs_path and cfg.path is None:
         raise WorkloadError(file, f"{key}.path", f"a dataset path for dataset '{cfg.name}'", None)
+    if cfg.name == "imagenet_c" and cfg.corruption is None:
+        raise WorkloadError(file, f"{key}.corruption", "{condition, severity} selecting the ImageNet-C folder", None)
 
 
 DATASET = Section({
@@ -158,11 +160,6 @@ RESULTS = Section({
 }, default={})
 
 
-def _check_energy(cfg: Config, file: Any, key: str) -> None:
-    if cfg.engine not in ("zigzag", "timeloop"):
-        raise WorkloadError(file, f"{key}.engine", "one of zigzag, timeloop", cfg.engine)
-
-
 ENERGY = Section({
     "engine": Scalar(str, default="zigzag", choices=("zigzag", "timeloop")),
     "accelerator": Scalar(str, default="eyeriss_like", doc="shipped accelerator name or a path to a definition file"),
@@ -171,7 +168,7 @@ ENERGY = Section({
     "mapping_objective": Scalar(str, default="energy", choices=("energy", "latency")),
     "workers": Scalar(int, default=2, min=1),
     "cache": PathSpec(default=None, nullable=True, doc="SQLite cache; default results/energy_cache.sqlite"),
-}, default=None, nullable=True, check=_check_energy)
+}, default=None, nullable=True)
 
 
 def _check_problem(value: str, file: Any) -> None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +124,5 @@ def _map(func, tasks: list, workers: int):
     if workers <= 1 or len(tasks) <= 1:
         yield from map(func, tasks)
         return
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=corruptions.init_worker) as pool:
+    with corruptions.process_pool(workers) as pool:
         yield from pool.map(func, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))

@@ -1,0 +1,132 @@
+"""`python -m energy COMMAND`: per-layer DRAM energy tables, plots and the engine benchmark.
+
+    python -m energy table [WORKLOAD] [--workers N] [--no-cache]
+    python -m energy plot [WORKLOAD] [--front CSV]
+    python -m energy accelerators
+    python -m energy bench [--workers N]
+
+User errors print one line (`error: ...`) and exit 2; `--verbose` shows engine logs and tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from sw.errors import UserError
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", "-v", action="store_true", help="engine logs and tracebacks on errors")
+
+
+def _add_workload(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workload", nargs="?", help="workload YAML (default: the embedded default workload)")
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    from energy.table import build_table
+    from sw.workload import load_workload
+
+    workload = load_workload(args.workload)
+    table, stats = build_table(workload, workers=args.workers, use_cache=not args.no_cache,
+                               progress=not args.no_progress, verbose=args.verbose)
+    spec = table.spec
+    print(f"energy table of {workload.name}: {stats.layers} layers ({stats.geometries} distinct), "
+          f"engine {spec.engine}, accelerator {spec.accelerator}, bits {spec.bits[0]}..{spec.bits[-1]} ({spec.mode})")
+    print(f"mapping searches: {stats.hits} cache hits, {stats.misses} computed, {stats.seconds:.1f} s")
+    for bits in sorted({spec.baseline_bits, spec.bits[0]}, reverse=True):
+        cfg = table.uniform(bits)
+        print(f"all {bits}-bit: DRAM energy {table.lookup(cfg, 'dram_energy_uj'):.3f} uJ, "
+              f"total energy {table.lookup(cfg, 'energy_total_uj'):.3f} uJ, DRAM traffic {table.lookup(cfg, 'dram_bits') / 8e3:.1f} kB")
+    print(f"wrote {stats.cache}")
+    print(f"wrote {stats.csv}")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from energy.plot import plot_workload
+    from sw.workload import load_workload
+
+    workload = load_workload(args.workload)
+    path = plot_workload(workload, front_csv=args.front, output=args.output, workers=args.workers)
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_accelerators(args: argparse.Namespace) -> int:
+    from energy.engines.zigzag import shipped_accelerators
+
+    print("zigzag accelerators: " + ", ".join(shipped_accelerators()))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from energy.bench import main as bench_main
+
+    return bench_main(workers=args.workers, lower=args.lower, upper=args.upper, mode=args.mode,
+                      cache=args.cache, image_size=args.image_size)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m energy", description="Per-layer DRAM accesses and energy of a "
+                                     "quantized network at every bit width, from a real accelerator cost model.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("table", help="build (or read from the cache) the per-layer energy table of a workload",
+                       description="Build the per-layer energy table (SQLite cache + CSV) of a workload.")
+    _add_workload(p)
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: energy.workers)")
+    p.add_argument("--no-cache", action="store_true", help="recompute every entry (the cache is updated, not read)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_common(p)
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("plot", help="per-layer DRAM energy: all-baseline-bit vs a chosen Pareto point (PNG)",
+                       description="Per-layer DRAM energy breakdown of the all-baseline-bit model and of the "
+                                   "lowest-energy feasible point of the workload's Pareto front.")
+    _add_workload(p)
+    p.add_argument("--front", help="Pareto front CSV (default: the workload's results/<name>/front.csv)")
+    p.add_argument("--output", help="PNG path (default: results/<name>/energy_breakdown.png)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes for missing table entries")
+    _add_common(p)
+    p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("accelerators", help="list the accelerator definitions shipped with ZigZag")
+    _add_common(p)
+    p.set_defaults(func=cmd_accelerators)
+
+    p = sub.add_parser("bench", help="benchmark: time and engine calls for the resnet18 32x32 table",
+                       description="Build the resnet18 (10 classes, 32x32) table into a fresh cache and report "
+                                   "wall time and mapping searches; then rebuild it from the cache.")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--lower", type=int, default=2)
+    p.add_argument("--upper", type=int, default=8)
+    p.add_argument("--mode", choices=("tied", "separate"), default="tied")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--cache", help="cache file (default: a fresh temporary file, i.e. a cold build)")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("zigzag").setLevel(logging.INFO if args.verbose else logging.ERROR)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        if args.verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: table entries computed so far are kept in the cache", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+mpconv_fp32_decode.v
+mpconv_quantizer.v
+mpconv_dequantizer.v
+mpconv_packer.v
+mpconv_unpacker.v
+mpconv_fifo.v
+mpconv_regs.v
+mpconv_lane.v
+mpconv_top.v

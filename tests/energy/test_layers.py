@@ -1,0 +1,73 @@
+"""Layer tracing: names, order and loop bounds from a real forward pass."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from energy.layers import trace_layers
+from sw.errors import UserError
+
+
+class Mixed(nn.Module):
+    """Plain, strided+dilated, grouped and depthwise convolutions, then a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.body = nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=2, dilation=2), nn.ReLU(),
+                                  nn.Conv2d(12, 12, 3, padding=1, groups=3),
+                                  nn.Conv2d(12, 12, 5, padding="same", groups=12))
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x):
+        return self.head(self.body(self.stem(x)).mean((2, 3)))
+
+
+def expected_out(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+def test_trace_mixed_geometry_and_order():
+    layers = trace_layers(Mixed(), [3, 15, 17])
+    assert list(layers) == ["stem", "body.0", "body.2", "body.3", "head"]
+    body0 = layers["body.0"]
+    assert (body0.in_h, body0.in_w) == (15, 17)
+    assert (body0.out_h, body0.out_w) == (expected_out(15, 3, 2, 2, 2), expected_out(17, 3, 2, 2, 2))
+    assert (body0.stride_h, body0.dilation_w, body0.pad_top, body0.pad_right) == (2, 2, 2, 2)
+    grouped, depthwise = layers["body.2"], layers["body.3"]
+    assert grouped.groups == 3 and grouped.n_weights == Mixed().body[2].weight.numel()
+    assert depthwise.groups == 12 and depthwise.n_weights == 12 * 25 and depthwise.reduction_size == 25
+    assert (depthwise.pad_top + depthwise.pad_bottom, depthwise.out_h) == (4, depthwise.in_h)
+    head = layers["head"]
+    assert (head.kind, head.in_channels, head.out_channels, head.n_weights) == ("linear", 12, 5, 60)
+    # MACs of every layer equal the ones counted from the real module shapes
+    for name, module in Mixed().named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            g = layers[name]
+            assert g.macs == g.n_outputs * module.weight[0].numel()
+
+
+def test_trace_resnet18_names_match_named_modules():
+    model = torchvision.models.resnet18(num_classes=10)
+    layers = trace_layers(model, [3, 32, 32])
+    wanted = {n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert set(layers) == wanted and len(layers) == 21
+    assert list(layers)[0] == "conv1" and list(layers)[-1] == "fc"
+    assert layers["conv1"].out_h == 16 and layers["layer4.1.conv2"].out_h == 1
+    assert len({g.key() for g in layers.values()}) < len(layers)  # repeated blocks share a geometry
+
+
+def test_trace_matches_quantized_model_layer_names():
+    qm = pytest.importorskip("sw.quantized_model")
+    from sw.models import DigitsCNN
+
+    model = DigitsCNN(10)
+    layers = trace_layers(model, [3, 32, 32])
+    qmodel = qm.QuantizedModel(model, [3, 32, 32], qm.QuantSettings())
+    assert list(layers) == list(qmodel.layer_names)
+
+
+def test_trace_bad_input_shape_is_a_user_error():
+    with pytest.raises(UserError, match="input_shape"):
+        trace_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)), [3, 9, 9])

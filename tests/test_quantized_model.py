@@ -1,0 +1,136 @@
+"""QuantizedModel numerics against an independent numpy formula, and its addressing and speed path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from sw.calibration import calibrate
+from sw.models import DigitsCNN
+from sw.quantized_model import QuantizedModel, QuantSettings
+
+
+def reference_fake_quant(x: np.ndarray, amax: np.ndarray, bits: int, unsigned: bool, narrow: bool) -> np.ndarray:
+    """Independent formula: fp32 scale = (2^(b-1+u)-1)/amax, round half to even, clamp, divide."""
+    x = x.astype(np.float32)
+    max_bound = np.float32(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
+    lo = np.float32(0.0) if unsigned else (-max_bound if narrow else -max_bound - np.float32(1.0))
+    scale = (max_bound / amax.astype(np.float32)).astype(np.float32)
+    q = np.clip(np.rint((x * scale).astype(np.float32)), lo, max_bound).astype(np.float32)
+    return (q / scale).astype(np.float32)
+
+
+def _model_with_known_inputs():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 5)).eval()
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 5, 8, 12, 16])
+@pytest.mark.parametrize("narrow", [False, True])
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_weight_quantizer_matches_independent_formula(bits, narrow, per_channel):
+    model = _model_with_known_inputs()
+    qmodel = QuantizedModel(model, (3, 8, 8), QuantSettings(per_channel_weights=per_channel, narrow_range=narrow))
+    calibrate(qmodel, [(torch.rand(8, 3, 8, 8), None)], "max")
+    qmodel.set_uniform_bits(bits)
+    conv = qmodel.layers()["0"]
+    w = model[0].weight.detach().numpy()
+    amax = np.abs(w).reshape(4, -1).max(axis=1).reshape(4, 1, 1, 1) if per_channel else np.abs(w).max().reshape(1)
+    expected = reference_fake_quant(w, amax, bits, False, narrow)
+    got = conv._weight_quantizer(conv.weight).detach().numpy()
+    np.testing.assert_array_equal(got, expected)
+    # grid check independent of the formula: every value is an integer multiple of the step
+    steps = got / (amax / (2 ** (bits - 1) - 1))
+    np.testing.assert_allclose(steps, np.round(steps), atol=1e-3)
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+def test_unsigned_input_quantizer_after_relu_matches_formula(bits):
+    model = _model_with_known_inputs()
+    qmodel = QuantizedModel(model, (3, 8, 8), QuantSettings())
+    data = torch.rand(16, 3, 8, 8)
+    calibrate(qmodel, [(data, None)], "max", unsigned_activations="auto")
+    q = qmodel.layers()["3"]._input_quantizer
+    assert q.unsigned, "inputs after ReLU are non-negative: calibration must make the quantizer unsigned"
+    assert not qmodel.layers()["0"]._weight_quantizer.unsigned
+    q.num_bits = bits
+    x = torch.relu(model[0](data)).flatten(1).detach()
+    # ties: values exactly half-way between grid points must round to even
+    amax = float(q.amax)
+    step = amax / (2 ** bits - 1)
+    ties = torch.tensor([0.5 * step, 1.5 * step, 2.5 * step, 0.0, amax, 2 * amax], dtype=torch.float32)
+    for inputs in (x, ties):
+        expected = reference_fake_quant(inputs.numpy(), np.float32(amax).reshape(1), bits, True, False)
+        np.testing.assert_array_equal(q(inputs).detach().numpy(), expected)
+
+
+def test_round_half_to_even_on_exact_ties():
+    model = _model_with_known_inputs()
+    qmodel = QuantizedModel(model, (3, 8, 8), QuantSettings())
+    q = qmodel.model_input
+    q.amax = 127.0  # scale exactly 1 at 8 bits
+    q.num_bits = 8
+    x = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 126.5, 127.5, 300.0, -300.0])
+    assert q(x).tolist() == [0.0, 2.0, 2.0, -0.0, -2.0, 126.0, 127.0, 127.0, -128.0]
+
+
+def test_frozen_weights_give_identical_outputs():
+    """The speed path (weights quantized once per candidate) is bit-identical to per-forward quantization."""
+    torch.manual_seed(1)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings())
+    data = torch.rand(4, 3, 32, 32)
+    calibrate(qmodel, [(data, None)], "max")
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for _ in range(3):
+            bits = {n: (int(rng.integers(2, 9)), int(rng.integers(2, 9))) for n in qmodel.layer_names}
+            qmodel.unfreeze_weights()
+            qmodel.set_layer_bits(bits)
+            reference = qmodel(data)
+            qmodel.freeze_weights()
+            qmodel.set_layer_bits(bits)
+            torch.testing.assert_close(qmodel(data), reference, rtol=0, atol=0)
+            qmodel.set_layer_bits({n: (8, 8) for n in qmodel.layer_names})
+            qmodel.set_layer_bits(bits)  # from the per-(layer, bits) cache
+            torch.testing.assert_close(qmodel(data), reference, rtol=0, atol=0)
+
+
+def test_addressing_and_layer_order():
+    model = torchvision.models.resnet18(weights=None, num_classes=10)
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(activation_quantizers="relu"))
+    fp32_layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert sorted(qmodel.layer_names) == sorted(fp32_layers)
+    assert qmodel.layer_names[0] == "conv1" and qmodel.layer_names[-1] == "fc"
+    names = set(qmodel.quantizers())
+    assert "model_input" in names and "conv1.weight" in names and "fc.input" in names
+    assert "relu.output" in names and "layer1.0.relu.output" in names
+    assert len([n for n in names if n.endswith(".weight")]) == 21
+    sizes = {s.name: s for s in qmodel.layer_sizes}
+    assert sizes["conv1"].weights == 64 * 3 * 7 * 7
+    assert sizes["conv1"].inputs == 3 * 32 * 32
+    assert sizes["conv1"].macs == 64 * 16 * 16 * 3 * 7 * 7
+    assert sizes["fc"].macs == 512 * 10
+
+
+def test_set_bits_per_layer_and_input_quantization_changes_output():
+    model = DigitsCNN(10).eval()
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings())
+    data = torch.rand(8, 3, 32, 32)
+    calibrate(qmodel, [(data, None)], "max")
+    qmodel.freeze_weights()
+    qmodel.set_uniform_bits(8)
+    with torch.no_grad():
+        out8 = qmodel(data)
+        first = qmodel.layer_names[0]
+        qmodel.set_layer_bits({first: (8, 2)})
+        assert qmodel.layer_bits()[first] == (8, 2)
+        out_in2 = qmodel(data)
+        qmodel.set_layer_bits({first: (2, 8)})
+        out_w2 = qmodel(data)
+        fp32 = model(data)
+    assert not torch.equal(out8, out_in2) and not torch.equal(out8, out_w2)
+    assert (out8 - fp32).abs().max() < (out_w2 - fp32).abs().max()

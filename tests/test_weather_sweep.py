@@ -1,0 +1,183 @@
+"""`weather-sweep` over a small exploration, exploration under a condition, workload validation."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from sw import corruptions
+from sw.cli import main
+from sw.corrupted_dataset import CorruptedDataset
+from sw.errors import WorkloadError
+from sw.workload import load_workload
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = {"datasets": {"exploration": {"sample_limit": 48, "batch_size": 48}}}
+
+
+def top1(model: torch.nn.Module, dataset) -> float:
+    """Accuracy computed here, independently of sw.evaluation."""
+    images = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    labels = torch.tensor([int(dataset[i][1]) for i in range(len(dataset))])
+    with torch.no_grad():
+        return float((model.eval()(images).argmax(1) == labels).float().mean())
+
+
+def results_rows(db_path: Path) -> list[tuple]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT model, condition, severity, metrics FROM weather_results").fetchall()
+
+
+@pytest.fixture
+def explored(write_workload):
+    """A tiny workload (its own name: its own results database) with one finished exploration."""
+    path = write_workload({**SMALL, "name": "weather_sweep"})
+    assert main(["explore", str(path)]) == 0
+    return path
+
+
+def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, capsys):
+    from sw.pareto import pareto_front
+    from sw.results import ResultsDB
+    from sw.study import Study
+
+    argv = ["weather-sweep", str(explored), "--conditions", "fog", "rain", "--severities", "1", "5",
+            "--workers", "1", "--no-progress"]
+    assert main(argv) == 0
+    study = Study(explored)
+    with ResultsDB(study.db_path) as db:
+        run = db.latest_run(study.config_hash)
+        front = pareto_front(db.individuals(run.id))
+    labels = ["fp32", "int8"] + [f"P{i}" for i in range(len(front))]
+    combos = [("clean", 0)] + [(c, s) for c in ("fog", "rain") for s in (1, 5)]
+
+    rows = results_rows(study.db_path)
+    assert len(rows) == len(labels) * len(combos)
+    out = study.results_dir / "weather"
+    with (out / "sweep.csv").open() as handle:
+        table = list(csv.DictReader(handle))
+    assert {(r["model"], r["condition"], int(r["severity"])) for r in table} == \
+        {(m, c, s) for m in labels for c, s in combos}
+    for name in ("accuracy_vs_severity.png", "drop_vs_weighted_bits.png"):
+        with Image.open(out / name) as image:
+            assert image.size[0] > 200 and image.size[1] > 200
+
+    by_key = {(r["model"], r["condition"], int(r["severity"])): r for r in table}
+    # Pareto points on clean data: exactly what the exploration measured for them.
+    for i, individual in enumerate(front):
+        assert float(by_key[(f"P{i}", "clean", 0)]["top1"]) == pytest.approx(individual.metrics["top1"], abs=1e-6)
+    # fp32 under fog 5: recomputed here from the dataset, the corruption and the model.
+    from sw.datasets import build_dataset
+
+    spec = study.workload.dataset("exploration")
+    foggy = CorruptedDataset(build_dataset(spec), "fog", 5, seed=0)
+    assert float(by_key[("fp32", "fog", 5)]["top1"]) == pytest.approx(top1(study.fp32_model, foggy), abs=1e-6)
+    assert float(by_key[("fp32", "fog", 5)]["top1_drop"]) == pytest.approx(
+        float(by_key[("fp32", "clean", 0)]["top1"]) - float(by_key[("fp32", "fog", 5)]["top1"]), abs=1e-5)
+
+    # Run again with one more severity: only the new severity is evaluated.
+    capsys.readouterr()
+    assert main(argv[:-3] + ["3", "5", "1", "--workers", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"{2 * len(labels)} evaluations, {5 * len(labels)} reused" in printed
+    assert len(results_rows(study.db_path)) == len(labels) * (len(combos) + 2)
+
+
+def test_sweep_without_exploration_is_a_clear_error_unless_baselines_only(write_workload, capsys):
+    from sw.study import Study
+
+    path = write_workload({**SMALL, "name": "weather_no_exploration"})
+    argv = ["weather-sweep", str(path), "--conditions", "snow", "--severities", "2", "--workers", "1", "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "explore" in err and "\n" not in err
+    assert main(argv + ["--baselines-only"]) == 0
+    rows = results_rows(Study(path).db_path)
+    assert len(rows) == 2 * 2  # fp32 and int8, clean and snow 2
+    assert {r[0] for r in rows} >= {"fp32"} and len({r[0] for r in rows}) == 2
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--conditions", "hail"], "unknown condition 'hail'"),
+    (["--severities", "0"], "severity 0 is out of range"),
+])
+def test_bad_condition_or_severity_is_one_error_line(write_workload, capsys, extra, message):
+    assert main(["weather-sweep", str(write_workload()), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+
+
+def test_unknown_condition_in_a_workload_names_the_key(write_workload):
+    path = write_workload({"datasets": {"exploration": {"corruption": {"condition": "hail", "severity": 2}}}})
+    with pytest.raises(WorkloadError, match=r"datasets\.exploration\.corruption\.condition.*'hail'"):
+        load_workload(path)
+
+
+def test_severity_out_of_range_in_a_workload_names_the_key(write_workload):
+    path = write_workload({"datasets": {"exploration": {"corruption": {"condition": "fog", "severity": 6}}}})
+    with pytest.raises(WorkloadError, match=r"datasets\.exploration\.corruption\.severity"):
+        load_workload(path)
+
+
+def test_fog_workload_measures_the_exploration_on_foggy_data():
+    workload = load_workload(REPO / "workloads" / "digits_cnn_fog.yaml")
+    for phase in ("exploration", "baseline"):
+        corruption = workload.dataset(phase).corruption
+        assert (corruption.condition, corruption.severity) == ("fog", 3)
+    assert workload.dataset("calibration").corruption is None
+
+
+def test_exploration_under_a_condition_scores_candidates_on_corrupted_data(write_workload, tmp_path):
+    from sw.datasets import build_dataset
+    from sw.results import ResultsDB
+    from sw.study import Study
+
+    fog = {"condition": "fog", "severity": 5, "seed": 0}
+    path = write_workload({"name": "weather_fog_search", "search": {"pop_size": 4, "generations": 1},
+                           "datasets": {"exploration": {"sample_limit": 48, "batch_size": 48, "corruption": fog}}})
+    assert main(["explore", str(path)]) == 0
+    study = Study(path)
+    with ResultsDB(study.db_path) as db:
+        individuals = db.individuals(db.latest_run(study.config_hash).id)
+    spec = study.workload.dataset("exploration")
+    clean = build_dataset(spec.__class__({**spec, "corruption": None}))
+    foggy = CorruptedDataset(clean, "fog", 5, seed=0)
+    uniform = max(individuals, key=lambda ind: sum(ind.x))  # UniformFirstSampling starts with all-upper bits
+    study.quantized_model.set_layer_bits(study.decode(uniform.x))
+    expected = top1(study.quantized_model, foggy)
+    assert uniform.metrics["top1"] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_acceptance_sweep_on_the_default_workload(tmp_path):
+    """The issue's acceptance run: explore the default study, then 5 conditions x 5 severities over its front.
+
+    Run on demand: `pytest -m slow tests/test_weather_sweep.py` (prints the wall time)."""
+    workload = tmp_path / "digits_cnn.yaml"
+    data = yaml.safe_load((REPO / "workloads" / "digits_cnn.yaml").read_text())
+    data["results"]["dir"] = str(tmp_path / "results")
+    workload.write_text(yaml.safe_dump(data))
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+    subprocess.run([sys.executable, "-m", "sw", "explore", str(workload)], check=True, env=env, cwd=REPO)
+    sweep = subprocess.run([sys.executable, "-m", "sw", "weather-sweep", str(workload), "--conditions", "fog", "snow",
+                            "frost", "brightness", "rain", "--severities", "1", "2", "3", "4", "5", "--no-progress"],
+                           env=env, cwd=REPO, capture_output=True, text=True)
+    print(sweep.stdout)
+    assert sweep.returncode == 0, sweep.stderr
+    out = tmp_path / "results" / "digits_cnn" / "weather"
+    assert (out / "accuracy_vs_severity.png").is_file() and (out / "drop_vs_weighted_bits.png").is_file()
+    with (out / "sweep.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    models = {r["model"] for r in rows}
+    assert {"fp32", "int8", "P0"} <= models
+    assert len(rows) == len(models) * (1 + 25)
