@@ -220,7 +220,9 @@ def build_from_layers(layers: Mapping[str, LayerGeometry], spec: TableSpec, cach
             first_name.setdefault(g.key(), name)
         stats.geometries = len(by_key)
         obs = list(spec.bits)
-        known = {k: (cache.get(k) if use_cache else {}) for k in by_key}
+        needed = set(METRICS)
+        known = {k: ({bits: m for bits, m in cache.get(k).items() if needed <= m.keys()} if use_cache else {})
+                 for k in by_key}
         tasks = []
         for key, g in by_key.items():
             for wb, ib in spec.input_pairs():

@@ -94,44 +94,46 @@ class CorruptedDataset(Dataset):
         """The seed of image `index`: different per image, the same on every run."""
         return corruptions.derive_seed(self.seed, index)
 
-    def materialize(self, workers: int = 1, progress: bool = False,
-                    executor: Executor | None = None) -> TensorDataset:
-        """Corrupt every image and return (images, labels) in memory.
+    def materialize(self, workers: int = 1, progress: bool = False, executor: Executor | None = None,
+                    indices: Sequence[int] | None = None) -> TensorDataset:
+        """Corrupt every image (or those at `indices`, in that order) and return them in memory.
 
         Uncached images are corrupted in `executor` when given (reuse one pool across many
         calls: starting processes costs seconds), else in a new pool of `workers` processes.
+        An image keeps the seed of its index in this dataset, so a subset materialised here
+        equals the same subset of `self`.
         """
-        n = len(self)
-        images: list[torch.Tensor | None] = [None] * n
+        indices = list(range(len(self))) if indices is None else [int(i) for i in indices]
+        images: list[torch.Tensor | None] = [None] * len(indices)
         labels = []
-        todo: list[tuple[int, np.ndarray, Path | None]] = []
-        for index in range(n):
+        todo: list[tuple[int, int, np.ndarray, Path | None]] = []  # (position, index, clean image, cache path)
+        for position, index in enumerate(indices):
             image, label = self.base[index]
             labels.append(int(label))
             clean = to_uint8_hwc(image)
             path = self._cache_path(index, clean)
             cached = self._load(path, clean.shape)
             if cached is None:
-                todo.append((index, clean, path))
+                todo.append((position, index, clean, path))
             else:
-                images[index] = to_float_chw(cached)
-        log.info("%s/%d: %d of %d images cached", self.condition, self.severity, n - len(todo), n)
+                images[position] = to_float_chw(cached)
+        log.info("%s/%d: %d of %d images cached", self.condition, self.severity, len(indices) - len(todo), len(indices))
         chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
         bar = tqdm(total=len(todo), desc=f"{self.condition} s{self.severity}", disable=not progress,
                    leave=False, unit="img")
         for chunk, results in zip(chunks, self._corrupt_chunks(chunks, workers, executor)):
-            for (index, _, path), corrupted in zip(chunk, results):
+            for (position, _, _, path), corrupted in zip(chunk, results):
                 self._store(path, corrupted)
-                images[index] = to_float_chw(corrupted)
+                images[position] = to_float_chw(corrupted)
             bar.update(len(chunk))
         bar.close()
-        if n == 0:
+        if not indices:
             return TensorDataset(torch.empty(0, 3, 0, 0), torch.empty(0, dtype=torch.long))
         return TensorDataset(torch.stack(images), torch.tensor(labels, dtype=torch.long))
 
     def _corrupt_chunks(self, chunks: Sequence[list], workers: int, executor: Executor | None):
         """Yield the corrupted images of each chunk, in order."""
-        args = [([clean for _, clean, _ in chunk], [self.image_seed(i) for i, _, _ in chunk]) for chunk in chunks]
+        args = [([clean for _, _, clean, _ in chunk], [self.image_seed(i) for _, i, _, _ in chunk]) for chunk in chunks]
         if executor is None and (workers <= 1 or len(chunks) <= 1):
             for images, seeds in args:
                 yield corruptions.corrupt_many(images, self.condition, self.severity, seeds)

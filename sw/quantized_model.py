@@ -57,6 +57,39 @@ class QuantSettings:
                    calib_method="max" if c.method in ("max", "aciq") else "histogram", num_bins=c.num_bins)
 
 
+class ActivationQuantizer(TensorQuantizer):
+    """A TensorQuantizer for inputs/activations with a leaner forward for static amax.
+
+    pytorch-quantization's `_tensor_quant` recomputes the scale, checks amax and allocates
+    three intermediate tensors on every call. Here the fp32 scale `max_bound / amax` is cached
+    per (amax, bits, signedness) and the same operations run in place, in the same order:
+    `clamp(round(x * scale)) / scale`, so the output is bit-identical (tested against the
+    library's path). Anything unusual (learned or dynamic amax, amax <= 2^-24, real quant)
+    takes the library's path.
+    """
+
+    _EPSILON = 1.0 / (1 << 24)
+
+    def _quant_forward(self, inputs):
+        amax = getattr(self, "_amax", None)
+        if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
+                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant):
+            return super()._quant_forward(inputs)
+        key = (float(amax), self._num_bits, self._unsigned, self._narrow_range)
+        if key[0] <= self._EPSILON:
+            return super()._quant_forward(inputs)
+        cached = getattr(self, "_scale_cache", None)
+        if cached is None or cached[0] != key:
+            max_bound = torch.tensor(2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
+            min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
+            self._scale_cache = cached = (key, max_bound / amax, min_bound, float(max_bound))
+        _, scale, lo, hi = cached
+        if self._unsigned and inputs.min() < 0.0:
+            raise TypeError("Negative values encountered in unsigned quantization.")
+        out = inputs * scale
+        return out.round_().clamp_(lo, hi).div_(scale)
+
+
 def _input_descriptor(s: QuantSettings) -> QuantDescriptor:
     return QuantDescriptor(num_bits=s.baseline_bits, calib_method=s.calib_method, narrow_range=s.narrow_range)
 
@@ -74,6 +107,7 @@ def _quantized_copy(module: nn.Module, s: QuantSettings) -> nn.Module:
                             module.padding_mode, **kwargs)
     else:
         q = qnn.QuantLinear(module.in_features, module.out_features, module.bias is not None, **kwargs)
+    q._input_quantizer = ActivationQuantizer(kwargs["quant_desc_input"])
     with torch.no_grad():
         q.weight.copy_(module.weight)
         if module.bias is not None:
@@ -90,13 +124,13 @@ class QuantizedModel(nn.Module):
         self.settings = settings
         self.model = copy.deepcopy(model).eval()
         self._replace_layers()
-        self.model_input = TensorQuantizer(_input_descriptor(settings))
+        self.model_input = ActivationQuantizer(_input_descriptor(settings))
         self.activation_quantizers = nn.ModuleDict()
         predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
         for name, module in list(self.model.named_modules()):
             if name and predicate(name, module):
                 key = name.replace(".", "__")
-                self.activation_quantizers[key] = TensorQuantizer(_input_descriptor(settings))
+                self.activation_quantizers[key] = ActivationQuantizer(_input_descriptor(settings))
                 module.register_forward_hook(self._make_output_hook(key))
         for q in self.quantizers().values():
             if hasattr(q._calibrator, "_num_bins"):

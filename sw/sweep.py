@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import csv
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
 import time
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sw import corruptions
@@ -168,13 +170,37 @@ def energy_function(study):
 # ---------------------------------------------------------------- data
 
 
-def clean_dataset(study, phase: str) -> tuple[Dataset, Any]:
-    """The phase's dataset without any corruption of its own, and its spec."""
+@dataclass
+class PhaseData:
+    """The data a sweep corrupts: the phase's full dataset without corruption, and the indices
+    its spec selects (sample limit). Corrupting the full dataset and then selecting keeps every
+    image's seed equal to the one a workload's own `corruption` gives it (`sw.datasets`)."""
+
+    full: Dataset
+    indices: list[int]
+    batch_size: int
+
+    def clean(self) -> Dataset:
+        return Subset(self.full, self.indices)
+
+    def corrupted(self, condition: str, severity: int, seed: int, cache_dir: Path | None, pool) -> Dataset:
+        dataset = CorruptedDataset(self.full, condition, severity, seed, cache_dir)
+        return dataset.materialize(executor=pool, indices=self.indices)
+
+
+def phase_data(study, phase: str) -> PhaseData:
+    """The clean data of a phase (its own `corruption`, if any, is replaced by the swept ones)."""
     from sw.datasets import build_dataset
 
     spec = study.workload.dataset(phase)
+    if spec.name == "imagenet_c":
+        raise UserError(f"{study.workload.path}: datasets.{phase}: the weather sweep corrupts clean images itself; "
+                        f"an 'imagenet_c' tree is already corrupted (evaluate it with `python -m sw evaluate`)")
     clean_spec = spec.__class__({**spec, "corruption": None})
-    return build_dataset(clean_spec), clean_spec
+    full = build_dataset(spec.__class__({**clean_spec, "sample_limit": None}))
+    selected = build_dataset(clean_spec)
+    indices = list(selected.indices) if isinstance(selected, Subset) else list(range(len(selected)))
+    return PhaseData(full, [int(i) for i in indices], spec.batch_size)
 
 
 def to_batches(dataset: Dataset, batch_size: int) -> Batches:
@@ -254,9 +280,8 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
              model_json, time.time()))
         result.sweep_id = int(cursor.lastrowid)
 
-        base, spec = None, None
-        pool = None
         bar = tqdm(total=len(combos) * len(models), desc="weather sweep", unit="eval", disable=not progress)
+        work = []  # (condition, severity, models still to evaluate)
         for condition, severity in combos:
             todo = []
             for model in models:
@@ -267,30 +292,52 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
                     bar.update(1)
                 else:
                     todo.append(model)
-            if not todo:
-                continue
-            if base is None:
-                base, spec = clean_dataset(study, phase)
-            if (condition, severity) == CLEAN:
-                data = base
-            else:
-                if pool is None and workers > 1:
-                    pool = stack.enter_context(corruptions.process_pool(workers))
-                corrupted = CorruptedDataset(base, condition, severity, seed, cache_dir_for(study.workload.results.dir))
-                data = corrupted.materialize(workers=workers, executor=pool)
-            batches = to_batches(data, spec.batch_size)
-            for model in todo:
-                bar.set_postfix_str(f"{condition} {severity} {model.label}")
-                start = time.perf_counter()
-                metrics = evaluate(_module(study, model), batches, metric_names)
-                store_metrics(db, config_hash, phase, seed, model, condition, severity, metrics,
-                              time.perf_counter() - start)
-                result.metrics[(model.label, condition, severity)] = metrics
-                result.evaluated += 1
-                bar.update(1)
+            if todo:
+                work.append((condition, severity, todo))
+        if work:
+            data = phase_data(study, phase)
+            corrupting = any((c, s) != CLEAN for c, s, _ in work)
+            pool = stack.enter_context(corruptions.process_pool(workers)) if workers > 1 and corrupting else None
+            cache_dir = cache_dir_for(study.workload.results.dir)
+
+            def load(condition: str, severity: int) -> Dataset:
+                if (condition, severity) == CLEAN:
+                    return data.clean()
+                return data.corrupted(condition, severity, seed, cache_dir, pool)
+
+            for (condition, severity, todo), dataset in zip(work, _prefetched(load, work)):
+                batches = to_batches(dataset, data.batch_size)
+                for model in todo:
+                    bar.set_postfix_str(f"{condition} {severity} {model.label}", refresh=False)
+                    start = time.perf_counter()
+                    metrics = evaluate(_module(study, model), batches, metric_names)
+                    store_metrics(db, config_hash, phase, seed, model, condition, severity, metrics,
+                                  time.perf_counter() - start)
+                    result.metrics[(model.label, condition, severity)] = metrics
+                    result.evaluated += 1
+                    bar.update(1)
         bar.close()
         db.execute("UPDATE weather_sweeps SET finished = ? WHERE id = ?", (time.time(), result.sweep_id))
     return result
+
+
+def _prefetched(load, work: Sequence[tuple], ahead: int = 2) -> Iterable[Dataset]:
+    """Yield `load(condition, severity)` for each work item, computing up to `ahead` items in a
+    background thread: corrupting the next datasets (in the process pool) overlaps with
+    evaluating the models on the current one."""
+    pending: deque = deque()
+    items = iter(work)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="corrupt") as thread:
+        try:
+            while True:
+                while len(pending) < ahead and (item := next(items, None)) is not None:
+                    pending.append(thread.submit(load, item[0], item[1]))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def _module(study, model: SweepModel):

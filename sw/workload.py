@@ -171,10 +171,10 @@ ENERGY = Section({
 }, default=None, nullable=True)
 
 
-def _check_problem(value: str, file: Any) -> None:
+def _check_problem(config: Config, file: Any) -> None:
     from sw.problems import PROBLEMS
 
-    PROBLEMS.get(value, file=file, key="problem")
+    PROBLEMS.get(config.problem, file=file, key="problem", trust_custom_code=config.trust_custom_code)
 
 
 WORKLOAD = Section({
@@ -248,7 +248,7 @@ def load_workload(path: str | Path | None = None) -> Workload:
     if isinstance(raw.get("workload"), dict) and len(raw) == 1:
         raw = raw["workload"]
     config = WORKLOAD.validate(raw, path, "")
-    _check_problem(config.problem, path)
+    _check_problem(config, path)
     if not config.datasets:
         raise WorkloadError(path, "datasets", f"at least one of {', '.join(PHASES)}", {})
     return Workload(config, path)

@@ -134,3 +134,28 @@ def test_set_bits_per_layer_and_input_quantization_changes_output():
         fp32 = model(data)
     assert not torch.equal(out8, out_in2) and not torch.equal(out8, out_w2)
     assert (out8 - fp32).abs().max() < (out_w2 - fp32).abs().max()
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+@pytest.mark.parametrize("narrow", [False, True])
+def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow):
+    """The lean activation path must equal pytorch-quantization's TensorQuantizer bit for bit."""
+    from pytorch_quantization.nn import TensorQuantizer
+    from pytorch_quantization.tensor_quant import QuantDescriptor
+
+    from sw.quantized_model import ActivationQuantizer
+
+    gen = torch.Generator().manual_seed(7)
+    for bits in range(1 if unsigned else 2, 17):
+        for amax in (1e-30, 2.0 ** -24, 3e-6, 0.37, 1.0, 6.5, 1234.5):
+            desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, narrow_range=narrow, amax=amax)
+            ours, theirs = ActivationQuantizer(desc), TensorQuantizer(desc)
+            x = torch.randn(4096, generator=gen) * amax * 1.5
+            x = torch.cat([x, torch.tensor([0.0, -0.0, amax, -amax, 2 * amax, 1e-40, -1e-40])])
+            if unsigned:
+                x = x.abs()
+            a, b = ours(x), theirs(x)
+            assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (bits, amax)
+            ours.amax = amax * 0.5  # a changed amax must not reuse a stale cached scale
+            theirs.amax = amax * 0.5
+            assert torch.equal(ours(x).view(torch.int32), theirs(x).view(torch.int32))

@@ -100,7 +100,7 @@ def test_unreadable_image_is_reported_and_other_outputs_are_kept(image_folder, t
     (image_folder / "cat" / "broken.png").write_bytes(b"not an image")
     out = tmp_path / "out"
     assert main(["corrupt-images", str(image_folder), str(out), "--conditions", "fog", "--severities", "1",
-                 "--workers", "1"]) == 2
+                 "--workers", "1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: 1 of 5 images") and "broken.png" in err and "\n" not in err
     assert (out / "fog" / "1" / "cat" / "chelsea.png").is_file()

@@ -122,3 +122,12 @@ def test_invalid_condition_or_severity_fails_at_construction(base):
         CorruptedDataset(base, "hail", 1, seed=0)
     with pytest.raises(corruptions.SeverityError):
         CorruptedDataset(base, "fog", 0, seed=0)
+
+
+def test_materialize_a_subset_keeps_each_images_seed(base, tmp_path):
+    dataset = CorruptedDataset(base, "snow", 3, seed=1, cache_dir=tmp_path)
+    subset = dataset.materialize(indices=[7, 2, 9])
+    for position, index in enumerate([7, 2, 9]):
+        assert torch.equal(subset.tensors[0][position], dataset[index][0])
+        assert int(subset.tensors[1][position]) == int(base[index][1])
+    assert len(list(tmp_path.rglob("*.npy"))) == 3

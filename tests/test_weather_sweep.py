@@ -17,12 +17,11 @@ from PIL import Image
 
 from sw import corruptions
 from sw.cli import main
-from sw.corrupted_dataset import CorruptedDataset
 from sw.errors import WorkloadError
 from sw.workload import load_workload
 
 REPO = Path(__file__).resolve().parent.parent
-SMALL = {"datasets": {"exploration": {"sample_limit": 48, "batch_size": 48}}}
+SMALL = {"datasets": {"exploration": {"sample_limit": 48, "batch_size": 48, "randomize": True, "seed": 3}}}
 
 
 def top1(model: torch.nn.Module, dataset) -> float:
@@ -76,11 +75,11 @@ def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, c
     # Pareto points on clean data: exactly what the exploration measured for them.
     for i, individual in enumerate(front):
         assert float(by_key[(f"P{i}", "clean", 0)]["top1"]) == pytest.approx(individual.metrics["top1"], abs=1e-6)
-    # fp32 under fog 5: recomputed here from the dataset, the corruption and the model.
+    # fp32 under fog 5: the same images as a workload asking for fog 5 gets from sw.datasets.
     from sw.datasets import build_dataset
 
     spec = study.workload.dataset("exploration")
-    foggy = CorruptedDataset(build_dataset(spec), "fog", 5, seed=0)
+    foggy = build_dataset(spec.__class__({**spec, "corruption": {"condition": "fog", "severity": 5, "seed": 0}}))
     assert float(by_key[("fp32", "fog", 5)]["top1"]) == pytest.approx(top1(study.fp32_model, foggy), abs=1e-6)
     assert float(by_key[("fp32", "fog", 5)]["top1_drop"]) == pytest.approx(
         float(by_key[("fp32", "clean", 0)]["top1"]) - float(by_key[("fp32", "fog", 5)]["top1"]), abs=1e-5)
@@ -137,25 +136,31 @@ def test_fog_workload_measures_the_exploration_on_foggy_data():
     assert workload.dataset("calibration").corruption is None
 
 
-def test_exploration_under_a_condition_scores_candidates_on_corrupted_data(write_workload, tmp_path):
+def test_exploration_under_a_condition_scores_candidates_on_corrupted_data(write_workload):
+    from sw.corrupted_dataset import to_float_chw, to_uint8_hwc
     from sw.datasets import build_dataset
     from sw.results import ResultsDB
     from sw.study import Study
 
     fog = {"condition": "fog", "severity": 5, "seed": 0}
     path = write_workload({"name": "weather_fog_search", "search": {"pop_size": 4, "generations": 1},
-                           "datasets": {"exploration": {"sample_limit": 48, "batch_size": 48, "corruption": fog}}})
+                           "datasets": {"exploration": {"sample_limit": 48, "batch_size": 48, "randomize": True,
+                                                        "corruption": fog}}})
     assert main(["explore", str(path)]) == 0
     study = Study(path)
     with ResultsDB(study.db_path) as db:
         individuals = db.individuals(db.latest_run(study.config_hash).id)
+    # The foggy images, rebuilt here from the clean split: image i of the full split gets seed (0, i).
     spec = study.workload.dataset("exploration")
-    clean = build_dataset(spec.__class__({**spec, "corruption": None}))
-    foggy = CorruptedDataset(clean, "fog", 5, seed=0)
-    uniform = max(individuals, key=lambda ind: sum(ind.x))  # UniformFirstSampling starts with all-upper bits
+    full = build_dataset(spec.__class__({**spec, "corruption": None, "sample_limit": None}))
+    chosen = build_dataset(spec.__class__({**spec, "corruption": None})).indices
+    foggy = [(to_float_chw(corruptions.corrupt(to_uint8_hwc(full[i][0]), "fog", 5, corruptions.derive_seed(0, i))),
+              full[i][1]) for i in chosen]
+    uniform = max(individuals, key=lambda ind: sum(ind.x))  # the search starts with the all-upper-bits candidate
     study.quantized_model.set_layer_bits(study.decode(uniform.x))
-    expected = top1(study.quantized_model, foggy)
-    assert uniform.metrics["top1"] == pytest.approx(expected, abs=1e-6)
+    assert uniform.metrics["top1"] == pytest.approx(top1(study.quantized_model, foggy), abs=1e-6)
+    clean = [full[i] for i in chosen]
+    assert top1(study.quantized_model, clean) != pytest.approx(uniform.metrics["top1"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Cost-model engines: evaluate one layer at given bit widths on an accelerator.
 
 An engine returns, per layer and per (weight, input, output) bit widths, the metrics named in
-`METRICS`: DRAM reads and writes of each operand in bits and in the engine's DRAM words, total
-and DRAM energy in pJ, and latency in cycles.
+`METRICS`: DRAM reads and writes of each operand in bits and in the engine's DRAM words, DRAM
+energy per operand and in all, total energy in pJ, and latency in cycles.
 
 Engines are created by name (`get_engine("zigzag", accelerator, mapping_objective)`) and are
 plain picklable objects, so table builds can run them in worker processes.
@@ -18,8 +18,8 @@ from sw.errors import UserError
 OPERANDS = ("w", "i", "o")
 DIRECTIONS = ("read", "write")
 ACCESS_COLUMNS = [f"dram_{op}_{d}_{unit}" for unit in ("bits", "words") for op in OPERANDS for d in DIRECTIONS]
-METRICS = [*ACCESS_COLUMNS, "dram_word_bits", "energy_total_pj", "dram_energy_pj", "mac_energy_pj",
-           "latency_cycles"]
+METRICS = [*ACCESS_COLUMNS, "dram_word_bits", *(f"dram_{op}_energy_pj" for op in OPERANDS), "dram_energy_pj",
+           "energy_total_pj", "mac_energy_pj", "latency_cycles"]
 
 Metrics = dict[str, float]
 

@@ -24,7 +24,7 @@ from energy.layers import LayerGeometry
 from sw.errors import UserError
 
 INSTALL_HINT = ("engine 'timeloop' needs Timeloop and Accelergy (timeloop-mapper, timeloop-model and accelergy on "
-                "PATH) and the timeloopfe Python package, none of which are on PyPI: build them from "
+                "PATH) and the timeloopfe Python package, none of which are on PyPI: install them from "
                 "https://github.com/NVlabs/timeloop and https://github.com/Accelergy-Project (or use the "
                 "timeloopaccelergy/timeloop-accelergy-pytorch Docker image), or set 'energy.engine: zigzag'")
 MODEL_REVISION = 1
@@ -127,7 +127,8 @@ def parse_stats(text: str, bits: dict[str, int]) -> Metrics:
         out[f"dram_{short}_write_bits"] = (updates + fills) * bits[short]
         out[f"dram_{short}_read_words"] = number("Vector reads")
         out[f"dram_{short}_write_words"] = number("Vector updates") + number("Vector fills")
-        dram_energy += number("Energy \\(total\\)")
+        out[f"dram_{short}_energy_pj"] = number("Energy \\(total\\)")
+        dram_energy += out[f"dram_{short}_energy_pj"]
     width = re.search(r"Word bits\s*:\s*(\d+)", top)
     out["dram_word_bits"] = float(width.group(1)) if width else 0.0
     total = re.search(r"Energy:\s*([\d.e+]+)\s*uJ", text)

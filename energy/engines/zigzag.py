@@ -33,7 +33,7 @@ from energy.layers import LayerGeometry
 from sw.errors import UserError
 
 # Bump when the way layers are modelled changes: cached results of older revisions are not reused.
-MODEL_REVISION = 1
+MODEL_REVISION = 2
 MAX_PSUM_BITS = 32
 
 
@@ -221,7 +221,8 @@ def metrics(cme: Any) -> Metrics:
             out[f"dram_{short}_{name}_bits"] = float(amount.get(direction) * precision.get(direction)
                                                      * periods.get(direction) * units)
             out[f"dram_{short}_{name}_words"] = float(cme.memory_word_access[op][top].get(direction))
-        dram_energy += float(cme.mem_energy_breakdown[op][top])
+        out[f"dram_{short}_energy_pj"] = float(cme.mem_energy_breakdown[op][top])
+        dram_energy += out[f"dram_{short}_energy_pj"]
     word_bits.discard(0)
     out["dram_word_bits"] = float(max(word_bits)) if word_bits else 0.0
     out["energy_total_pj"] = float(cme.energy_total)

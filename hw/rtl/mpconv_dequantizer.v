@@ -10,6 +10,8 @@
 // (q / scale).to(torch.bfloat16) does.
 // The significand quotient comes from a pipelined non-restoring divider, two quotient
 // bits per stage. Pipeline: 16 stages, one value per cycle, stalls as a whole.
+// cfg_scale_dec is the scale decoded by mpconv_fp32_decode, packed as
+// {is_nan, is_inf, is_zero, sign, exp[9:0], mant[23:0]} (one decoder serves all lanes).
 // cfg_* must stay constant while busy (mpconv_lane guarantees it).
 `default_nettype none
 module mpconv_dequantizer #(
@@ -19,7 +21,7 @@ module mpconv_dequantizer #(
     input  wire               rst_n,
     input  wire [4:0]         cfg_bits,
     input  wire               cfg_signed,
-    input  wire [31:0]        cfg_scale,
+    input  wire [37:0]        cfg_scale_dec,
     input  wire [15:0]        s_axis_tdata,
     input  wire               s_axis_tvalid,
     output wire               s_axis_tready,
@@ -44,11 +46,10 @@ module mpconv_dequantizer #(
     end
 
     // ---- scale (configuration, constant while busy)
-    wire        ss_raw, sz, si, sn;
-    wire [9:0]  se_raw;
-    wire [23:0] sm_raw;
-    mpconv_fp32_decode u_ds (.f(cfg_scale), .sign(ss_raw), .is_zero(sz), .is_inf(si), .is_nan(sn),
-                             .exp(se_raw), .mant(sm_raw));
+    wire        sn = cfg_scale_dec[37], si = cfg_scale_dec[36], sz = cfg_scale_dec[35];
+    wire        ss_raw = cfg_scale_dec[34];
+    wire [9:0]  se_raw = cfg_scale_dec[33:24];
+    wire [23:0] sm_raw = cfg_scale_dec[23:0];
     wire        ss = sz ? 1'b0 : ss_raw;
     wire [9:0]  se = sz ? 10'd0 : se_raw;
     wire [23:0] D  = sz ? 24'h800000 : sm_raw;   // divisor significand, D[23] = 1
@@ -89,7 +90,9 @@ module mpconv_dequantizer #(
     function [26:0] nr_step;
         input [26:0] r;
         input [23:0] d;
-        reg   [27:0] t;
+        /* verilator lint_off UNUSEDSIGNAL */
+        reg   [27:0] t;   // t[0] is the carry-in slot, never read
+        /* verilator lint_on UNUSEDSIGNAL */
         begin
             t = {r[25:0], 1'b0, 1'b1} + {({3'd0, d} ^ {27{~r[26]}}), ~r[26]};
             nr_step = t[27:1];

@@ -17,7 +17,7 @@ module mpconv_lane #(
     input  wire               clk,
     input  wire               rst_n,
     input  wire [4:0]         cfg_bits,
-    input  wire [31:0]        cfg_scale,
+    input  wire [37:0]        cfg_scale_dec,   // see mpconv_quantizer
     input  wire               cfg_signed,
     input  wire               cfg_narrow,
     input  wire [31:0]        cfg_count,
@@ -48,7 +48,7 @@ module mpconv_lane #(
 );
     // ================= quantize path
     reg  [4:0]  q_bits;
-    reg  [31:0] q_scale;
+    reg  [37:0] q_scale;
     reg         q_signed, q_narrow;
     reg         q_start;   // no value of a new tensor accepted yet
     reg         q_dirty;   // configuration written since this path last took it
@@ -66,13 +66,13 @@ module mpconv_lane #(
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            q_bits <= 5'd8; q_scale <= 32'h3f800000; q_signed <= 1'b1; q_narrow <= 1'b0;
+            q_bits <= 5'd8; q_scale <= 38'h00_0080_0000; q_signed <= 1'b1; q_narrow <= 1'b0;
             q_start <= 1'b1;
             q_dirty <= 1'b1;
         end else begin
             if (q_take) q_start <= s_qin_tlast;
             if (q_gate && !qz_busy && pk_idle) begin
-                q_bits <= cfg_bits; q_scale <= cfg_scale; q_signed <= cfg_signed; q_narrow <= cfg_narrow;
+                q_bits <= cfg_bits; q_scale <= cfg_scale_dec; q_signed <= cfg_signed; q_narrow <= cfg_narrow;
                 q_dirty <= 1'b0;
             end
             if (cfg_write) q_dirty <= 1'b1;
@@ -81,7 +81,7 @@ module mpconv_lane #(
 
     mpconv_quantizer #(.FLOAT_W(FLOAT_W)) u_quant (
         .clk(clk), .rst_n(rst_n),
-        .cfg_bits(q_bits), .cfg_signed(q_signed), .cfg_narrow(q_narrow), .cfg_scale(q_scale),
+        .cfg_bits(q_bits), .cfg_signed(q_signed), .cfg_narrow(q_narrow), .cfg_scale_dec(q_scale),
         .s_axis_tdata(s_qin_tdata), .s_axis_tvalid(s_qin_tvalid && !q_gate),
         .s_axis_tready(qz_ready), .s_axis_tlast(s_qin_tlast),
         .m_axis_tdata(qz_code), .m_axis_tvalid(qz_valid), .m_axis_tready(pk_ready),
@@ -102,7 +102,8 @@ module mpconv_lane #(
 
     // ================= dequantize path
     reg  [4:0]  d_bits;
-    reg  [31:0] d_scale, d_count;
+    reg  [37:0] d_scale;
+    reg  [31:0] d_count;
     reg         d_signed;
     reg         d_start;   // no word of a new tensor accepted yet
     reg         d_dirty;
@@ -132,13 +133,13 @@ module mpconv_lane #(
 
     always @(posedge clk) begin
         if (!rst_n) begin
-            d_bits <= 5'd8; d_scale <= 32'h3f800000; d_count <= 32'd1; d_signed <= 1'b1;
+            d_bits <= 5'd8; d_scale <= 38'h00_0080_0000; d_count <= 32'd1; d_signed <= 1'b1;
             d_start <= 1'b1;
             d_dirty <= 1'b1;
         end else begin
             if (d_take) d_start <= s_din_tlast;
             if (d_gate && df_empty && up_at_start && !up_valid && !dq_busy) begin
-                d_bits <= cfg_bits; d_scale <= cfg_scale; d_count <= cfg_count; d_signed <= cfg_signed;
+                d_bits <= cfg_bits; d_scale <= cfg_scale_dec; d_count <= cfg_count; d_signed <= cfg_signed;
                 d_dirty <= 1'b0;
             end
             if (cfg_write) d_dirty <= 1'b1;
@@ -147,7 +148,7 @@ module mpconv_lane #(
 
     mpconv_dequantizer #(.FLOAT_W(FLOAT_W)) u_dequant (
         .clk(clk), .rst_n(rst_n),
-        .cfg_bits(d_bits), .cfg_signed(d_signed), .cfg_scale(d_scale),
+        .cfg_bits(d_bits), .cfg_signed(d_signed), .cfg_scale_dec(d_scale),
         .s_axis_tdata(up_code), .s_axis_tvalid(up_valid), .s_axis_tready(dq_ready),
         .s_axis_tlast(up_last),
         .m_axis_tdata(m_dout_tdata), .m_axis_tvalid(m_dout_tvalid), .m_axis_tready(m_dout_tready),

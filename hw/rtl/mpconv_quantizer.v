@@ -11,6 +11,8 @@
 // FLOAT_W = 16 takes bfloat16 inputs, widened exactly to fp32 (scale stays fp32).
 // The code leaves as its b-bit pattern (two's complement when signed), zero-extended.
 // Pipeline: 5 stages, one value per cycle, stalls as a whole under back-pressure.
+// cfg_scale_dec is the scale decoded by mpconv_fp32_decode, packed as
+// {is_nan, is_inf, is_zero, sign, exp[9:0], mant[23:0]} (one decoder serves all lanes).
 // cfg_* must stay constant while busy (mpconv_lane guarantees it).
 `default_nettype none
 module mpconv_quantizer #(
@@ -21,7 +23,7 @@ module mpconv_quantizer #(
     input  wire [4:0]         cfg_bits,
     input  wire               cfg_signed,
     input  wire               cfg_narrow,
-    input  wire [31:0]        cfg_scale,
+    input  wire [37:0]        cfg_scale_dec,
     input  wire [FLOAT_W-1:0] s_axis_tdata,
     input  wire               s_axis_tvalid,
     output wire               s_axis_tready,
@@ -47,11 +49,13 @@ module mpconv_quantizer #(
             assign x32 = s_axis_tdata;
         end
     endgenerate
-    wire        xs, xz, xi, xn, ss, sz, si, sn;
-    wire [9:0]  xe, se;
-    wire [23:0] xm, sm;
-    mpconv_fp32_decode u_dx (.f(x32),       .sign(xs), .is_zero(xz), .is_inf(xi), .is_nan(xn), .exp(xe), .mant(xm));
-    mpconv_fp32_decode u_ds (.f(cfg_scale), .sign(ss), .is_zero(sz), .is_inf(si), .is_nan(sn), .exp(se), .mant(sm));
+    wire        xs, xz, xi, xn;
+    wire [9:0]  xe;
+    wire [23:0] xm;
+    mpconv_fp32_decode u_dx (.f(x32), .sign(xs), .is_zero(xz), .is_inf(xi), .is_nan(xn), .exp(xe), .mant(xm));
+    wire        sn = cfg_scale_dec[37], si = cfg_scale_dec[36], sz = cfg_scale_dec[35], ss = cfg_scale_dec[34];
+    wire [9:0]  se = cfg_scale_dec[33:24];
+    wire [23:0] sm = cfg_scale_dec[23:0];
 
     reg        s1_last, s1_sign, s1_zero, s1_inf, s1_nan;
     reg [23:0] s1_xm, s1_sm;

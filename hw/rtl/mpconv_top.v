@@ -58,6 +58,14 @@ module mpconv_top #(
     wire        cfg_signed, cfg_narrow, cfg_write;
     wire [LANES-1:0] lane_idle, lane_pending, lane_frame_err, lane_nan;
 
+    // The scale register decoded once for all lanes.
+    wire        sc_sign, sc_zero, sc_inf, sc_nan;
+    wire [9:0]  sc_exp;
+    wire [23:0] sc_mant;
+    mpconv_fp32_decode u_scale_dec (.f(cfg_scale), .sign(sc_sign), .is_zero(sc_zero), .is_inf(sc_inf),
+                                    .is_nan(sc_nan), .exp(sc_exp), .mant(sc_mant));
+    wire [37:0] cfg_scale_dec = {sc_nan, sc_inf, sc_zero, sc_sign, sc_exp, sc_mant};
+
     mpconv_regs #(.LANES(LANES), .WORD_W(WORD_W), .BF16(BF16), .FIFO_DEPTH(FIFO_DEPTH)) u_regs (
         .clk(clk), .rst_n(rst_n),
         .s_axil_awaddr(s_axil_awaddr), .s_axil_awvalid(s_axil_awvalid), .s_axil_awready(s_axil_awready),
@@ -83,7 +91,7 @@ module mpconv_top #(
         for (l = 0; l < LANES; l = l + 1) begin : g_lane
             mpconv_lane #(.WORD_W(WORD_W), .FLOAT_W(FLOAT_W), .FIFO_DEPTH(FIFO_DEPTH)) u_lane (
                 .clk(clk), .rst_n(rst_n),
-                .cfg_bits(cfg_bits), .cfg_scale(cfg_scale), .cfg_signed(cfg_signed),
+                .cfg_bits(cfg_bits), .cfg_scale_dec(cfg_scale_dec), .cfg_signed(cfg_signed),
                 .cfg_narrow(cfg_narrow), .cfg_count(cfg_count), .cfg_write(cfg_write),
                 .s_qin_tdata(s_axis_qin_tdata[l*FLOAT_W +: FLOAT_W]),
                 .s_qin_tvalid(s_axis_qin_tvalid[l]), .s_qin_tready(s_axis_qin_tready[l]),

@@ -130,8 +130,11 @@ class AxisSource:
         if ports.tlast is not None:
             ports.tlast.write(0)
 
-    async def send(self, frame: list[int]) -> None:
-        """Send one frame; tlast marks its final beat. Returns just after the last handshake."""
+    async def send(self, frame: list[int], last: bool = True) -> None:
+        """Send one frame; tlast marks its final beat (never, with last=False).
+
+        Returns just after the last handshake.
+        """
         p = self.ports
         if not int(self.clk.value):  # re-align to "just after a rising edge"
             await RisingEdge(self.clk)
@@ -142,7 +145,7 @@ class AxisSource:
                 await RisingEdge(self.clk)
             p.tdata.write(data)
             if p.tlast is not None:
-                p.tlast.write(1 if i == n - 1 else 0)
+                p.tlast.write(1 if last and i == n - 1 else 0)
             p.tvalid.write(1)
             await FallingEdge(self.clk)
             while not p.tready.is_high():

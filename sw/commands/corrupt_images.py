@@ -39,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=sorted(FORMATS), default=None,
                         help="output file format (default: same as the input file)")
     parser.add_argument("--overwrite", action="store_true", help="rewrite outputs that already exist")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="progress bar (default: on)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
               args.overwrite) for rel in sources]
     written = skipped = 0
     failures: list[str] = []
-    bar = tqdm(total=len(tasks) * len(conditions) * len(severities), desc="corrupting", unit="img")
+    bar = tqdm(total=len(tasks) * len(conditions) * len(severities), desc="corrupting", unit="img",
+               disable=not args.progress)
     for result in _map(corrupt_file, tasks, args.workers):
         failure, n_written, n_skipped = result
         if failure:

@@ -1,0 +1,336 @@
+"""pyuvm environment shared by the block tests and the top-level test.
+
+A converter under test is a set of *paths*: an input AXI4-Stream port, an output
+AXI4-Stream port and a prediction (reference model) from an input frame to the output
+frame. A block has one path; mpconv_top has a quantize and a dequantize path per lane.
+
+    sequence --> sequencer --> ConvDriver --(configure, then drive every path)--> DUT
+                                   |  ap: the item as driven
+                                   v
+    AxisMonitor(in)  --> PathScoreboard <-- AxisMonitor(out)        CoverageCollector
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import cocotb
+import pyuvm
+from cocotb.clock import Clock
+from cocotb.triggers import FallingEdge, RisingEdge
+from pyuvm import (
+    ConfigDB,
+    uvm_analysis_port,
+    uvm_component,
+    uvm_driver,
+    uvm_env,
+    uvm_sequence,
+    uvm_sequence_item,
+    uvm_sequencer,
+    uvm_subscriber,
+    uvm_test,
+)
+
+from axi import AxisMonitor, AxisPorts, AxisSink, AxisSource, Frame, Throttle
+from coverage import COVERAGE, bp_label
+from refmodel import QuantConfig
+
+CLOCK_NS = 10
+
+
+def suite_settings() -> dict:
+    """Run-size knobs from the environment (set by run.py)."""
+    suite = os.environ.get("MPCONV_SUITE", "reduced")
+    return {
+        "suite": suite,
+        "seed": int(os.environ.get("MPCONV_SEED", "1")),
+        "params": json.loads(os.environ.get("MPCONV_PARAMS", "{}")),
+        "repeats": 1 if suite == "reduced" else 4,
+        "max_len": 24 if suite == "reduced" else 96,
+    }
+
+
+@dataclass
+class PathSpec:
+    """One stream path through the DUT and how to predict its output."""
+
+    name: str
+    unit: str  # coverage unit, e.g. "packer" or "top.quant"
+    in_ports: AxisPorts
+    out_ports: AxisPorts
+    predict: Callable[[QuantConfig, list[int]], list[int]]
+    word_w: int = 0  # word width seen by this path, 0 when it has none
+
+
+class ConvItem(uvm_sequence_item):
+    """One tensor: a configuration and one input frame per path, plus stimulus labels."""
+
+    def __init__(self, name: str, cfg: QuantConfig, frames: dict[str, list[int]],
+                 labels: dict[str, list[str]] | None = None, src_bp: str = "none",
+                 sink_bp: str = "none", settle: bool = False, scale_kind: str = "") -> None:
+        super().__init__(name)
+        self.cfg = cfg
+        self.frames = frames
+        self.labels = labels or {}
+        self.src_bp = src_bp
+        self.sink_bp = sink_bp
+        self.settle = settle
+        self.scale_kind = scale_kind
+
+    def __str__(self) -> str:
+        sizes = {k: len(v) for k, v in self.frames.items()}
+        return f"{self.get_name()} {self.cfg} frames={sizes} bp={self.src_bp}/{self.sink_bp}"
+
+
+class ListSequence(uvm_sequence):
+    """Plays a prepared list of items, in order."""
+
+    def __init__(self, name: str, items: list[ConvItem]) -> None:
+        super().__init__(name)
+        self.items = items
+
+    async def body(self) -> None:
+        for item in self.items:
+            await self.start_item(item)
+            await self.finish_item(item)
+
+
+class Collector(uvm_subscriber):
+    """Keeps everything written to it, in order."""
+
+    def __init__(self, name, parent):
+        super().__init__(name, parent)
+        self.items: list = []
+
+    def write(self, t) -> None:
+        self.items.append(t)
+
+
+class StreamMonitor(uvm_component):
+    """UVM wrapper of AxisMonitor: publishes every completed frame on `ap`."""
+
+    def __init__(self, name, parent, clk, ports: AxisPorts):
+        super().__init__(name, parent)
+        self.clk = clk
+        self.ports = ports
+        self.ap = uvm_analysis_port("ap", self)
+        self.mon: AxisMonitor | None = None
+
+    def start_of_simulation_phase(self) -> None:
+        self.mon = AxisMonitor(self.clk, self.ports, callback=self.ap.write)
+
+
+class PathScoreboard(uvm_component):
+    """Compares each output frame of one path with the reference model's prediction."""
+
+    def __init__(self, name, parent, spec: PathSpec):
+        super().__init__(name, parent)
+        self.spec = spec
+        self.errors: list[str] = []
+        self.checked_values = 0
+
+    def build_phase(self) -> None:
+        self.expected = Collector("expected", self)
+        self.inputs = Collector("inputs", self)
+        self.outputs = Collector("outputs", self)
+
+    def compare(self) -> None:
+        """Check everything received so far (called once the DUT has drained)."""
+        name = self.spec.name
+        exp: list[ConvItem] = self.expected.items
+        ins: list[Frame] = self.inputs.items
+        outs: list[Frame] = self.outputs.items
+        if len(ins) != len(exp):
+            self.errors.append(f"{name}: {len(exp)} frames driven but {len(ins)} accepted")
+        if len(outs) != len(exp):
+            self.errors.append(f"{name}: {len(exp)} frames driven but {len(outs)} came out")
+        for k, (item, fin, fout) in enumerate(zip(exp, ins, outs)):
+            sent = item.frames[name]
+            if fin.data != sent:
+                self.errors.append(f"{name} frame {k}: accepted input differs from the driven one")
+                continue
+            want = self.spec.predict(item.cfg, sent)
+            got = fout.data
+            self.checked_values += len(want)
+            if got != want:
+                bad = [i for i in range(min(len(got), len(want))) if got[i] != want[i]]
+                detail = (f"{name} frame {k} ({item.cfg}, scale bits 0x{item.cfg.scale_bits:08x}): "
+                          f"{len(want)} beats expected, {len(got)} received")
+                for i in bad[:4]:
+                    src = f" input 0x{sent[i]:x}" if i < len(sent) else ""
+                    detail += f"; beat {i}:{src} want 0x{want[i]:x} got 0x{got[i]:x}"
+                self.errors.append(detail)
+
+
+class CoverageCollector(uvm_subscriber):
+    """Samples the functional coverage of every driven item."""
+
+    def __init__(self, name, parent, specs: list[PathSpec]):
+        super().__init__(name, parent)
+        self.specs = specs
+
+    def write(self, item: ConvItem) -> None:
+        bp = bp_label(item.src_bp, item.sink_bp)
+        for spec in self.specs:
+            if spec.name not in item.frames:
+                continue
+            classes = item.labels.get(spec.name, ["any"])
+            COVERAGE.sample(spec.unit, item.cfg.bits, item.cfg.signed, spec.word_w, bp, classes)
+
+
+class ConvDriver(uvm_driver):
+    """Applies an item's configuration, sets the stall patterns, then drives all its frames."""
+
+    def __init__(self, name, parent, clk, specs: list[PathSpec],
+                 configure: Callable[[ConvItem], Awaitable[None]], rng_seed: int):
+        super().__init__(name, parent)
+        self.clk = clk
+        self.specs = specs
+        self.configure = configure
+        self.rng_seed = rng_seed
+        self.ap = uvm_analysis_port("ap", self)
+        self.sources: dict[str, AxisSource] = {}
+        self.sinks: dict[str, AxisSink] = {}
+
+    def start_of_simulation_phase(self) -> None:
+        for spec in self.specs:
+            self.sources[spec.name] = AxisSource(self.clk, spec.in_ports)
+            self.sinks[spec.name] = AxisSink(self.clk, spec.out_ports)
+
+    async def run_phase(self) -> None:
+        import random
+
+        rng = random.Random(self.rng_seed)
+        while True:
+            item = await self.seq_item_port.get_next_item()
+            await self.configure(item)
+            for spec in self.specs:
+                self.sources[spec.name].throttle = Throttle(item.src_bp, random.Random(rng.random()))
+                self.sinks[spec.name].set_throttle(Throttle(item.sink_bp, random.Random(rng.random())))
+            self.ap.write(item)
+            tasks = [cocotb.start_soon(self.sources[s.name].send(item.frames[s.name]))
+                     for s in self.specs if s.name in item.frames]
+            for t in tasks:
+                await t
+            self.seq_item_port.item_done()
+
+
+class ConvEnv(uvm_env):
+    """Sequencer, driver, monitors, scoreboards and coverage for a list of paths.
+
+    ConfigDB keys: "CLK", "SPECS" (list[PathSpec]), "CONFIGURE" (async fn(item)), "SEED".
+    """
+
+    def build_phase(self) -> None:
+        self.clk = ConfigDB().get(self, "", "CLK")
+        self.specs: list[PathSpec] = ConfigDB().get(self, "", "SPECS")
+        configure = ConfigDB().get(self, "", "CONFIGURE")
+        seed = ConfigDB().get(self, "", "SEED")
+        self.seqr = uvm_sequencer("seqr", self)
+        self.driver = ConvDriver("driver", self, self.clk, self.specs, configure, seed)
+        self.coverage = CoverageCollector("coverage", self, self.specs)
+        self.in_mons = {s.name: StreamMonitor(f"in_{s.name}", self, self.clk, s.in_ports) for s in self.specs}
+        self.out_mons = {s.name: StreamMonitor(f"out_{s.name}", self, self.clk, s.out_ports) for s in self.specs}
+        self.boards = {s.name: PathScoreboard(f"sb_{s.name}", self, s) for s in self.specs}
+
+    def connect_phase(self) -> None:
+        self.driver.seq_item_port.connect(self.seqr.seq_item_export)
+        self.driver.ap.connect(self.coverage.analysis_export)
+        for s in self.specs:
+            self.driver.ap.connect(self.boards[s.name].expected.analysis_export)
+            self.in_mons[s.name].ap.connect(self.boards[s.name].inputs.analysis_export)
+            self.out_mons[s.name].ap.connect(self.boards[s.name].outputs.analysis_export)
+
+    async def wait_drained(self, timeout_cycles: int = 200_000) -> None:
+        """Wait until every path has delivered one output frame per driven item."""
+        for _ in range(timeout_cycles):
+            done = all(len(b.outputs.items) >= len(b.expected.items) for b in self.boards.values())
+            if done:
+                for _ in range(20):  # anything extra would show up as an extra frame
+                    await RisingEdge(self.clk)
+                return
+            await RisingEdge(self.clk)
+        raise AssertionError("timeout: the DUT did not deliver all frames "
+                             + ", ".join(f"{k}: {len(b.outputs.items)}/{len(b.expected.items)}"
+                                         for k, b in self.boards.items()))
+
+    def check(self) -> tuple[int, list[str]]:
+        errors: list[str] = []
+        values = 0
+        for b in self.boards.values():
+            b.compare()
+            errors += b.errors
+            values += b.checked_values
+        return values, errors
+
+
+class ConvTestBase(uvm_test):
+    """Clock, reset, one sequence of items, drain, compare.
+
+    Subclasses implement `setup(dut) -> (specs, configure, items)` and may extend
+    `after_drain(dut)` with extra checks (errors go to self.extra_errors).
+    """
+
+    def setup(self, dut, settings: dict):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def build_phase(self) -> None:
+        self.dut = cocotb.top
+        self.settings = suite_settings()
+        self.extra_errors: list[str] = []
+        specs, configure, items = self.setup(self.dut, self.settings)
+        self.items = items
+        ConfigDB().set(None, "*", "CLK", self.dut.clk)
+        ConfigDB().set(None, "*", "SPECS", specs)
+        ConfigDB().set(None, "*", "CONFIGURE", configure)
+        ConfigDB().set(None, "*", "SEED", self.settings["seed"])
+        self.env = ConvEnv("env", self)
+
+    async def reset(self) -> None:
+        dut = self.dut
+        dut.rst_n.value = 0
+        for _ in range(5):
+            await RisingEdge(dut.clk)
+        dut.rst_n.value = 1
+        await RisingEdge(dut.clk)
+
+    async def after_drain(self, dut) -> None:
+        return None
+
+    async def run_phase(self) -> None:
+        self.raise_objection()
+        Clock(self.dut.clk, CLOCK_NS, unit="ns").start()
+        await self.reset()
+        seq = ListSequence("seq", self.items)
+        await seq.start(self.env.seqr)
+        await self.env.wait_drained()
+        await self.after_drain(self.dut)
+        self.drop_objection()
+
+    def check_phase(self) -> None:
+        values, errors = self.env.check()
+        errors = errors + self.extra_errors
+        self.logger.info(f"{len(self.items)} tensors, {values} output beats compared, {len(errors)} errors")
+        COVERAGE.dump()
+        for e in errors[:12]:
+            self.logger.error(e)
+        assert not errors, f"{len(errors)} mismatches (first: {errors[0]})"
+
+
+async def wait_signal(clk, predicate: Callable[[], bool], timeout_cycles: int = 100_000) -> None:
+    """Wait (sampling at falling edges) until predicate() holds, then align to a rising edge."""
+    for _ in range(timeout_cycles):
+        await FallingEdge(clk)
+        if predicate():
+            await RisingEdge(clk)
+            return
+    raise AssertionError("timeout waiting for a DUT condition")
+
+
+__all__ = [
+    "ConvEnv", "ConvItem", "ConvTestBase", "ListSequence", "PathSpec", "field", "pyuvm",
+    "suite_settings", "wait_signal",
+]

