@@ -29,6 +29,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     from energy.table import build_table
     from sw.workload import load_workload
 
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers: expected an integer >= 1, got {args.workers}")
     workload = load_workload(args.workload)
     table, stats = build_table(workload, workers=args.workers, use_cache=not args.no_cache,
                                progress=not args.no_progress, verbose=args.verbose)

@@ -12,12 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Sequence
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Sequence
 
 from sw.errors import UserError
+
+if TYPE_CHECKING:  # torch is imported lazily: engine worker processes only need the geometry
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,7 @@ def _pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
-def _conv_geometry(module: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> LayerGeometry:
+def _conv_geometry(module: "nn.Conv2d", x: "torch.Tensor", y: "torch.Tensor") -> LayerGeometry:
     if isinstance(module.padding, str):  # "same" / "valid": derive the total padding from the shapes
         (kh, kw), (sh, sw), (dh, dw) = module.kernel_size, module.stride, module.dilation
         total_h = max(0, (y.shape[2] - 1) * sh + dh * (kh - 1) + 1 - x.shape[2])
@@ -99,7 +100,7 @@ def _conv_geometry(module: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> Layer
         pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2], pad_right=pads[3])
 
 
-def _linear_geometry(module: nn.Linear, x: torch.Tensor) -> LayerGeometry:
+def _linear_geometry(module: "nn.Linear", x: "torch.Tensor") -> LayerGeometry:
     # Rows of a batched or sequence input are independent vectors: they become the output pixels.
     rows = int(x.numel() // x.shape[-1]) if x.dim() > 1 else 1
     return LayerGeometry(
@@ -108,15 +109,18 @@ def _linear_geometry(module: nn.Linear, x: torch.Tensor) -> LayerGeometry:
         dilation_h=1, dilation_w=1, pad_top=0, pad_bottom=0, pad_left=0, pad_right=0)
 
 
-def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> dict[str, LayerGeometry]:
+def trace_layers(model: "nn.Module", input_shape: Sequence[int]) -> dict[str, LayerGeometry]:
     """{qualified name: geometry} of every Conv2d / Linear, in forward order, for one input of `input_shape`.
 
     `input_shape` is C x H x W (no batch); the forward pass runs on zeros with batch 1.
     """
+    import torch
+    from torch import nn
+
     names = {module: name for name, module in model.named_modules()}
     found: dict[str, LayerGeometry] = {}
 
-    def hook(module: nn.Module, inputs, output) -> None:
+    def hook(module: "nn.Module", inputs, output) -> None:
         name = names[module]
         if name in found:  # a module called twice keeps its first geometry
             return

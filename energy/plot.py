@@ -31,7 +31,7 @@ def plot_breakdown(table: EnergyTable, configs: Mapping[str, Mapping[str, tuple[
     n_layers, n_cfg = len(table.layer_names), len(configs)
     width = 0.8 / n_cfg
     x = np.arange(n_layers)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n_layers * n_cfg + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n_layers * n_cfg + 2) + 2.5, 4.5))
     colors = ("#4C72B0", "#DD8452", "#55A868")
     hatches = ("", "//", "..", "xx")
     for k, (label, bits) in enumerate(configs.items()):
@@ -47,7 +47,7 @@ def plot_breakdown(table: EnergyTable, configs: Mapping[str, Mapping[str, tuple[
     ax.set_xticks(x, table.layer_names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("DRAM energy [uJ]")
     ax.set_title(title or "Per-layer DRAM energy")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

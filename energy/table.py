@@ -188,12 +188,6 @@ class EnergyTable:
 def _worker_init(verbose: bool) -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("zigzag").setLevel(logging.INFO if verbose else logging.ERROR)
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
 
 
 def _evaluate_task(task: tuple) -> tuple[str, int, int, dict[int, dict[str, float]], float]:
@@ -295,8 +289,19 @@ def build_table(workload, *, workers: int | None = None, use_cache: bool = True,
                 verbose: bool = False, write_csv: bool = True) -> tuple[EnergyTable, BuildStats]:
     """The energy table of a workload (missing entries computed), plus build statistics."""
     spec = TableSpec.from_workload(workload, workers)
+    engine = get_engine(spec.engine, spec.accelerator, spec.mapping_objective)
+    try:
+        engine.check()
+    except UserError as exc:  # settings come from the workload: name its file
+        raise UserError(f"{workload.path}: {exc}") from None
     table, stats = build_from_layers(workload_layers(workload), spec, cache_path(workload), use_cache=use_cache,
-                                     progress=progress, verbose=verbose)
+                                     progress=progress, verbose=verbose, engine=engine)
     if write_csv:
         stats.csv = table.write_csv(csv_path(workload))
     return table, stats
+
+
+def load_table(workload, **kwargs) -> EnergyTable:
+    """The workload's energy table (entries missing from the cache are computed); see `build_table`."""
+    kwargs.setdefault("write_csv", False)
+    return build_table(workload, **kwargs)[0]

@@ -12,9 +12,10 @@ and a fingerprint of the base item's pixels, so a changed base dataset never ret
 stale data. Files are written atomically (temporary file + rename), read with
 `allow_pickle=False`, and an unreadable file is recomputed rather than trusted.
 
-`materialize(workers=...)` corrupts the whole dataset at once with a process pool and
-returns it as an in-memory `TensorDataset`: the weather sweep uses it to corrupt each
-(condition, severity) once and evaluate every model on the same tensors.
+`materialize(executor=pool, indices=...)` corrupts the whole dataset (or a subset, each
+image keeping the seed of its index) at once in a process pool and returns it as an
+in-memory `TensorDataset`: the weather sweep uses it to corrupt each (condition, severity)
+once and evaluate every model on the same tensors.
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class CorruptedDataset(Dataset):
         chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
         bar = tqdm(total=len(todo), desc=f"{self.condition} s{self.severity}", disable=not progress,
                    leave=False, unit="img")
-        for chunk, results in zip(chunks, self._corrupt_chunks(chunks, workers, executor)):
-            for (position, _, _, path), corrupted in zip(chunk, results):
+        for chunk, results in zip(chunks, self._corrupt_chunks(chunks, workers, executor), strict=True):
+            for (position, _, _, path), corrupted in zip(chunk, results, strict=True):
                 self._store(path, corrupted)
                 images[position] = to_float_chw(corrupted)
             bar.update(len(chunk))

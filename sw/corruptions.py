@@ -10,6 +10,11 @@ Sources:
 - `rain` and `sun_flare` from `albumentations`, with severity tables defined here
   (ImageNet-C has neither).
 
+Severity scale: the ImageNet-C tables of `imagecorruptions` are calibrated for 224 px
+photographs and are much harsher on 32 px images (ImageNet-C fog at severity 1 is about as
+strong as the CIFAR-10-C table's severity 5); a small CNN on 32 px digits is near chance in
+fog at every severity. Compare severities within a condition, not across image sizes.
+
 Determinism: the same (image, condition, severity, seed) always gives the same output.
 `imagecorruptions` draws from numpy's global RNG, so the global state is seeded for the
 call and restored afterwards (callers' random streams are not disturbed; not thread-safe,
@@ -221,7 +226,7 @@ def sun_flare(image: np.ndarray, severity: int, seed: int) -> np.ndarray:
 
 def corrupt_many(images: list[np.ndarray], condition: str, severity: int, seeds: list[int]) -> list[np.ndarray]:
     """Corrupt several images (one seed each); the unit of work of a process pool."""
-    return [corrupt(image, condition, severity, seed) for image, seed in zip(images, seeds)]
+    return [corrupt(image, condition, severity, seed) for image, seed in zip(images, seeds, strict=True)]
 
 
 def process_pool(workers: int) -> "ProcessPoolExecutor":

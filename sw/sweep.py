@@ -2,9 +2,11 @@
 
 A sweep evaluates the fp32 model, the uniform baseline-bit model (all-8-bit by default) and
 every Pareto point of an exploration on the clean data of a phase and under every
-condition x severity. Each (condition, severity) is corrupted once (cached on disk and
-reused by all models; in parallel processes) and every model is evaluated on the same
-tensors.
+condition x severity. A phase's own `corruption` (a study explored under a condition) is
+replaced by the swept ones; each image gets the same seed as through `sw.datasets`, so the
+swept condition equal to the study's own reproduces the exploration's accuracies. Each
+(condition, severity) is corrupted once (in parallel processes, cached on disk, overlapping
+with the evaluations) and every model is evaluated on the same tensors.
 
 Results go to the study's results database, in two tables of their own:
 - `weather_results`: one row per (model, condition, severity), keyed by the workload's
@@ -21,11 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 import json
 import logging
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -36,7 +38,7 @@ from tqdm import tqdm
 
 from sw import corruptions
 from sw.corrupted_dataset import CorruptedDataset, cache_dir_for
-from sw.errors import DataError, UserError
+from sw.errors import UserError
 from sw.evaluation import Batches, evaluate
 
 log = logging.getLogger(__name__)
@@ -129,7 +131,6 @@ class SweepResult:
 
 def sweep_models(study, *, pareto: bool = True, run_id: int | None = None) -> tuple[list[SweepModel], int | None]:
     """fp32, the uniform baseline-bit model and (if `pareto`) the Pareto points of an exploration."""
-    energy = energy_function(study)
     baseline = study.workload.quantization.baseline_bits
     models = [SweepModel("fp32", None, FP32_BITS)]
     configs = [(f"int{baseline}", study.uniform_bits(baseline))]
@@ -140,6 +141,7 @@ def sweep_models(study, *, pareto: bool = True, run_id: int | None = None) -> tu
         if not front:
             log.warning("exploration run %d has no feasible Pareto point: sweeping the baselines only", run.id)
         configs += [(f"P{i}", study.decode(ind.x)) for i, ind in enumerate(front)]
+    energy = energy_function(study)
     for label, bits in configs:
         models.append(SweepModel(label, bits, study.weighted_bits(bits), energy(bits) if energy else None))
     return models, exploration_run
@@ -232,21 +234,6 @@ def store_metrics(db, config_hash: str, phase: str, seed: int, model: SweepModel
                 time.time()))
 
 
-def sweep_rows(db, sweep_id: int) -> list[dict[str, Any]]:
-    """The stored results of one sweep as flat rows (for reports and tests)."""
-    row = db.execute("SELECT config_hash, phase, seed, models FROM weather_sweeps WHERE id = ?", (sweep_id,)).fetchone()
-    if row is None:
-        raise DataError(f"no weather sweep with id {sweep_id}")
-    config_hash, phase, seed, models = row
-    stored = stored_metrics(db, config_hash, phase, seed)
-    out = []
-    for model in json.loads(models):
-        for (key, condition, severity), metrics in stored.items():
-            if key == model["key"]:
-                out.append({"model": model["label"], "condition": condition, "severity": severity, **metrics})
-    return out
-
-
 # ---------------------------------------------------------------- the sweep
 
 
@@ -305,7 +292,7 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
                     return data.clean()
                 return data.corrupted(condition, severity, seed, cache_dir, pool)
 
-            for (condition, severity, todo), dataset in zip(work, _prefetched(load, work)):
+            for (condition, severity, todo), dataset in zip(work, _prefetched(load, work), strict=True):
                 batches = to_batches(dataset, data.batch_size)
                 for model in todo:
                     bar.set_postfix_str(f"{condition} {severity} {model.label}", refresh=False)
@@ -352,7 +339,7 @@ def _module(study, model: SweepModel):
 
 
 def write_outputs(result: SweepResult, out_dir: Path, *, title: str = "") -> dict[str, Path]:
-    """sweep.csv and the plots; returns {name: path}."""
+    """sweep.csv and the plots (titles start with `title`); returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "sweep.csv", "severity": out_dir / "accuracy_vs_severity.png",
              "bits": out_dir / "drop_vs_weighted_bits.png"}
@@ -414,7 +401,7 @@ def plot_accuracy_vs_severity(result: SweepResult, path: Path, *, title: str = "
     plt, fig, axes = _grid(len(result.conditions))
     colors = _model_colors(result)
     x = [0, *result.severities]
-    for ax, condition in zip(axes, result.conditions):
+    for ax, condition in zip(axes, result.conditions, strict=True):
         for model in result.models:
             y = [result.clean(model.label)] + [result.accuracy(model.label, condition, s) for s in result.severities]
             style = {"ls": "--", "lw": 1.6} if model.bits is None else ({"lw": 1.6} if not model.label.startswith("P")
@@ -427,7 +414,7 @@ def plot_accuracy_vs_severity(result: SweepResult, path: Path, *, title: str = "
         ax.set_ylabel(f"{result.metric} accuracy")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=6, loc="lower left", ncol=2)
-    fig.suptitle(title or f"{result.metric} accuracy vs severity ({result.phase} data)")
+    fig.suptitle(f"{title + ': ' if title else ''}{result.metric} accuracy vs severity ({result.phase} data)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -442,7 +429,7 @@ def plot_drop_vs_cost(result: SweepResult, path: Path, attribute: str, label: st
     cmap = matplotlib.colormaps["plasma"]
     quantized = sorted((m for m in result.models if m.bits is not None), key=lambda m: getattr(m, attribute))
     fp32 = next((m for m in result.models if m.bits is None), None)
-    for ax, condition in zip(axes, result.conditions):
+    for ax, condition in zip(axes, result.conditions, strict=True):
         for i, severity in enumerate(result.severities):
             color = cmap(0.1 + 0.75 * i / max(1, len(result.severities) - 1))
             ax.plot([getattr(m, attribute) for m in quantized],
@@ -454,8 +441,10 @@ def plot_drop_vs_cost(result: SweepResult, path: Path, attribute: str, label: st
         ax.set_xlabel(label)
         ax.set_ylabel(f"{result.metric} drop (clean - corrupted)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, loc="upper right")
-    fig.suptitle(title or f"accuracy drop vs {label} (dotted: fp32)")
+    if fp32 is not None:
+        axes[0].plot([], [], color="#555555", ls=":", lw=1, label="fp32 (same colour per severity)")
+    axes[0].legend(fontsize=6, loc="best")
+    fig.suptitle(f"{title + ': ' if title else ''}{result.metric} drop vs {label} ({result.phase} data)")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -165,3 +165,20 @@ def test_kill_9_then_resume_keeps_every_individual(write_workload):
     with ResultsDB(ref_study.db_path) as db:
         reference = {ind.x: ind.metrics for ind in db.individuals(db.latest_run().id)}
     assert reference == {x: ind.metrics for x, ind in after.items()}
+
+
+def _individuals_of(path) -> dict:
+    study = Study(path)
+    with ResultsDB(study.db_path) as db:
+        return {ind.x: (ind.metrics, ind.objectives) for ind in db.individuals(db.latest_run(study.config_hash).id)}
+
+
+@pytest.mark.parametrize("kind", ["processes", pytest.param("dask", marks=pytest.mark.slow)])
+def test_parallel_runner_gives_the_serial_result(kind, write_workload):
+    common = {"search": {"pop_size": 6, "generations": 2}}
+    serial = write_workload({**common, "name": f"tiny_serial_{kind}"}, name="serial.yaml")
+    parallel = write_workload({"name": f"tiny_{kind}", "search": {**common["search"], "runner": {"kind": kind, "workers": 2}}},
+                              name="parallel.yaml")
+    assert main(["explore", str(serial), "--skip-baseline"]) == 0
+    assert main(["explore", str(parallel), "--skip-baseline"]) == 0
+    assert _individuals_of(parallel) == _individuals_of(serial)

@@ -108,8 +108,34 @@ def test_unreadable_image_is_reported_and_other_outputs_are_kept(image_folder, t
 
 def test_command_line_entry_point_runs_without_traceback(image_folder, tmp_path):
     result = subprocess.run([sys.executable, "-m", "sw", "corrupt-images", str(image_folder), str(tmp_path / "o"),
-                             "--conditions", "brightness", "--severities", "1", "4", "--workers", "2"],
+                             "--conditions", "brightness", "--severities", "1", "4", "--workers", "1"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert len(list((tmp_path / "o").rglob("*.*"))) == 2 * 4
+
+
+def test_output_tree_loads_as_an_imagenet_c_dataset_of_a_workload(tmp_path, write_workload):
+    """corrupt-images writes what the `imagenet_c` dataset reads: <condition>/<severity>/<class>/<image>."""
+    from sw.datasets import build_dataset
+    from sw.workload import load_workload
+
+    root = tmp_path / "clean"
+    photos = {"cat": [data.chelsea(), data.coffee()], "rocket": [data.rocket()]}
+    for label, images in photos.items():
+        (root / label).mkdir(parents=True)
+        for i, image in enumerate(images):
+            Image.fromarray(image).resize((32, 32)).save(root / label / f"{i}.png")
+    tree = tmp_path / "imagenet_c"
+    assert main(["corrupt-images", str(root), str(tree), "--conditions", "frost", "--severities", "2",
+                 "--workers", "1", "--no-progress"]) == 0
+    workload = load_workload(write_workload({"datasets": {"exploration": {
+        "name": "imagenet_c", "path": str(tree), "split": "all", "batch_size": 4,
+        "corruption": {"condition": "frost", "severity": 2}}}}))
+    dataset = build_dataset(workload.dataset("exploration"))
+    assert len(dataset) == 3
+    expected = [(np.asarray(Image.open(tree / "frost" / "2" / label / f"{i}.png")), label_index)
+                for label_index, label in enumerate(sorted(photos)) for i in range(len(photos[label]))]
+    for (image, label), (png, expected_label) in zip((dataset[i] for i in range(len(dataset))), expected, strict=True):
+        assert label == expected_label
+        np.testing.assert_allclose(image.numpy().transpose(1, 2, 0) * 255, png, atol=1e-3)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sqlite3
 import subprocess
@@ -132,7 +131,7 @@ def test_fog_workload_measures_the_exploration_on_foggy_data():
     workload = load_workload(REPO / "workloads" / "digits_cnn_fog.yaml")
     for phase in ("exploration", "baseline"):
         corruption = workload.dataset(phase).corruption
-        assert (corruption.condition, corruption.severity) == ("fog", 3)
+        assert (corruption.condition, corruption.severity) == ("fog", 1)
     assert workload.dataset("calibration").corruption is None
 
 
@@ -186,3 +185,29 @@ def test_acceptance_sweep_on_the_default_workload(tmp_path):
     models = {r["model"] for r in rows}
     assert {"fp32", "int8", "P0"} <= models
     assert len(rows) == len(models) * (1 + 25)
+
+
+@pytest.mark.slow
+def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(write_workload):
+    """Builds a small ZigZag table (about a minute): run on demand with `pytest -m slow`."""
+    from energy.table import build_table
+    from sw.study import Study
+
+    path = write_workload({**SMALL, "name": "weather_energy", "search": {"bits": {"lower": 7, "upper": 8}},
+                           "energy": {"engine": "zigzag", "accelerator": "eyeriss_like"}})
+    assert main(["explore", str(path)]) == 0
+    argv = ["weather-sweep", str(path), "--conditions", "snow", "--severities", "2", "--workers", "1",
+            "--no-progress"]
+    assert main(argv) == 0
+    out = Study(path).results_dir / "weather"
+    assert not (out / "drop_vs_dram_energy.png").exists()  # no table built yet: weighted bits only
+    table, _ = build_table(Study(path).workload)
+    assert main(argv) == 0
+    with Image.open(out / "drop_vs_dram_energy.png") as image:
+        assert image.size[0] > 200
+    with (out / "sweep.csv").open() as handle:
+        rows = {r["model"]: r for r in csv.DictReader(handle) if r["condition"] == "clean"}
+    study = Study(path)
+    assert float(rows["int8"]["dram_energy"]) == pytest.approx(table.lookup(study.uniform_bits(8), "dram_energy"),
+                                                               rel=1e-5)
+    assert rows["fp32"]["dram_energy"] == ""

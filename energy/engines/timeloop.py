@@ -7,7 +7,7 @@ and optionally `variables.yaml`; per-operand bit widths are passed as the variab
 `WEIGHT_BITS`, `INPUT_BITS` and `OUTPUT_BITS`, which the architecture's `datawidth` attributes
 must use. The outermost storage level is taken as DRAM.
 
-NOTE: this machine has no Timeloop, so this path is untested here (see docs/energy.md).
+NOTE: this machine has no Timeloop, so this path is untested here (see energy/README.md).
 """
 
 from __future__ import annotations

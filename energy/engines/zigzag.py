@@ -3,7 +3,7 @@
 Each layer becomes one ZigZag layer dictionary, so weight (W), input (I), partial-sum (O) and
 final-output (O_final) precisions are set independently (the ONNX route ties O_final to I).
 
-Modelling choices (documented in docs/energy.md):
+Modelling choices (documented in energy/README.md):
 - Linear layers are 1x1 convolutions on a 1x1 map (same loop nest as ZigZag's Gemm).
 - Partial sums are held at the exact no-overflow accumulator width
   `wb + ib + ceil(log2(reduction size))`, capped at 32 bits.
@@ -130,7 +130,12 @@ class ZigZagEngine(Engine):
         return self._parsed
 
     def check(self) -> None:
-        self._load()
+        from zigzag.hardware.architecture.imc_array import ImcArray
+
+        accelerator, _ = self._load()
+        if isinstance(accelerator.operational_array, ImcArray):
+            raise UserError(f"energy.accelerator: expected a digital accelerator, got the in-memory-computing "
+                            f"accelerator {self.accelerator!r} (not supported by the energy table)")
 
     def __getstate__(self) -> dict:  # parsed ZigZag objects stay in their process
         return {"accelerator": self.accelerator, "mapping_objective": self.mapping_objective, "_parsed": None}

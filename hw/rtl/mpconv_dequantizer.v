@@ -18,7 +18,7 @@ module mpconv_dequantizer #(
     parameter FLOAT_W = 32
 ) (
     input  wire               clk,
-    input  wire               rst_n,
+    input  wire               rst,    // synchronous, active high
     input  wire [4:0]         cfg_bits,
     input  wire               cfg_signed,
     input  wire [37:0]        cfg_scale_dec,
@@ -41,7 +41,7 @@ module mpconv_dequantizer #(
     assign busy = |v;
 
     always @(posedge clk) begin
-        if (!rst_n) v <= {NV{1'b0}};
+        if (rst) v <= {NV{1'b0}};
         else if (en) v <= {v[NV-2:0], s_axis_tvalid};
     end
 
@@ -85,41 +85,43 @@ module mpconv_dequantizer #(
     end
 
     // ---- divider: r stays in [-D, D); quotient bit = (r >= 0) after each step
-    // 2r + d when r < 0, else 2r - d = 2r + ~d + 1. The +1 rides in as an extra low bit so
-    // the step stays a single two-operand adder (one LUT per bit on a carry chain).
-    function [26:0] nr_step;
-        input [26:0] r;
+    // Remainders r lie in [-D, D) with D < 2^24, so 25-bit two's complement holds them and
+    // 2r +- D can be computed modulo 2^25. Step: 2r + D when r < 0, else 2r - D = 2r + ~D + 1;
+    // the +1 rides in as an extra low bit so the step is one two-operand adder (one LUT per
+    // bit on a carry chain).
+    function [24:0] nr_step;
+        input [24:0] r;
         input [23:0] d;
         /* verilator lint_off UNUSEDSIGNAL */
-        reg   [27:0] t;   // t[0] is the carry-in slot, never read
+        reg   [25:0] t;   // t[0] is the carry-in slot, never read
         /* verilator lint_on UNUSEDSIGNAL */
         begin
-            t = {r[25:0], 1'b0, 1'b1} + {({3'd0, d} ^ {27{~r[26]}}), ~r[26]};
-            nr_step = t[27:1];
+            t = {r[23:0], 1'b0, 1'b1} + {({1'b0, d} ^ {25{~r[24]}}), ~r[24]};
+            nr_step = t[25:1];
         end
     endfunction
 
     // Stage k of each flat vector below is the slice [k*width +: width].
-    reg  [27*NSTAGE-1:0] dr;    // partial remainders
+    reg  [25*NSTAGE-1:0] dr;    // partial remainders
     reg  [26*NSTAGE-1:0] dq;    // quotient bits so far
     reg  [10*NSTAGE-1:0] de;    // exponent, sign, NaN, zero, tlast ride along
     reg  [NSTAGE-1:0]    dsg, dnan, dz, dl;
-    wire [27*NSTAGE-1:0] dr_next;
+    wire [25*NSTAGE-1:0] dr_next;
     wire [26*NSTAGE-1:0] dq_next;
     wire unused_dq = &{1'b0, dq};   // the top two bits of each stage but the last stay 0
 
-    wire [26:0] r_init = {3'd0, d0_n} - {3'd0, D};
-    wire [26:0] r_one  = nr_step(r_init, D);
-    assign dr_next[26:0] = r_one;
-    assign dq_next[25:0] = {24'd0, ~r_init[26], ~r_one[26]};
+    wire [24:0] r_init = {1'b0, d0_n} - {1'b0, D};
+    wire [24:0] r_one  = nr_step(r_init, D);
+    assign dr_next[24:0] = r_one;
+    assign dq_next[25:0] = {24'd0, ~r_init[24], ~r_one[24]};
 
     genvar k;
     generate
         for (k = 1; k < NSTAGE; k = k + 1) begin : g_div
-            wire [26:0] ra = nr_step(dr[(k-1)*27 +: 27], D);
-            wire [26:0] rb = nr_step(ra, D);
-            assign dr_next[k*27 +: 27] = rb;
-            assign dq_next[k*26 +: 26] = {dq[(k-1)*26 +: 24], ~ra[26], ~rb[26]};
+            wire [24:0] ra = nr_step(dr[(k-1)*25 +: 25], D);
+            wire [24:0] rb = nr_step(ra, D);
+            assign dr_next[k*25 +: 25] = rb;
+            assign dq_next[k*26 +: 26] = {dq[(k-1)*26 +: 24], ~ra[24], ~rb[24]};
         end
     endgenerate
 
@@ -136,10 +138,10 @@ module mpconv_dequantizer #(
     end
 
     // ---- round the quotient to binary32
-    wire [26:0] rf  = dr[27*NSTAGE-1 -: 27];
+    wire [24:0] rf  = dr[25*NSTAGE-1 -: 25];
     wire [25:0] Q   = dq[26*NSTAGE-1 -: 26];                        // floor(N * 2^25 / D)
-    wire [26:0] rpd = rf + {3'd0, D};
-    wire        rem_nz = (rf != 27'd0) && (rpd != 27'd0);  // exact remainder nonzero
+    wire [24:0] rpd = rf + {1'b0, D};
+    wire        rem_nz = (rf != 25'd0) && (rpd != 25'd0);  // exact remainder nonzero
     wire [23:0] m   = Q[25] ? Q[25:2] : Q[24:1];
     wire        g   = Q[25] ? Q[1] : Q[0];
     wire        st  = Q[25] ? (Q[0] | rem_nz) : rem_nz;

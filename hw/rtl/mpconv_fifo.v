@@ -10,7 +10,7 @@ module mpconv_fifo #(
     parameter DEPTH = 512          // power of two, >= 2
 ) (
     input  wire             clk,
-    input  wire             rst_n,
+    input  wire             rst,    // synchronous, active high
     input  wire [WIDTH-1:0] s_data,
     input  wire             s_valid,
     output wire             s_ready,
@@ -51,7 +51,7 @@ module mpconv_fifo #(
     end
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             wptr <= {AW{1'b0}};
             rptr <= {AW{1'b0}};
             count <= {(AW+1){1'b0}};

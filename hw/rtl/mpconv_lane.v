@@ -15,7 +15,7 @@ module mpconv_lane #(
     parameter FIFO_DEPTH = 512
 ) (
     input  wire               clk,
-    input  wire               rst_n,
+    input  wire               rst,    // synchronous, active high
     input  wire [4:0]         cfg_bits,
     input  wire [37:0]        cfg_scale_dec,   // see mpconv_quantizer
     input  wire               cfg_signed,
@@ -65,7 +65,7 @@ module mpconv_lane #(
     wire q_take = s_qin_tvalid && s_qin_tready;
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             q_bits <= 5'd8; q_scale <= 38'h00_0080_0000; q_signed <= 1'b1; q_narrow <= 1'b0;
             q_start <= 1'b1;
             q_dirty <= 1'b1;
@@ -80,7 +80,7 @@ module mpconv_lane #(
     end
 
     mpconv_quantizer #(.FLOAT_W(FLOAT_W)) u_quant (
-        .clk(clk), .rst_n(rst_n),
+        .clk(clk), .rst(rst),
         .cfg_bits(q_bits), .cfg_signed(q_signed), .cfg_narrow(q_narrow), .cfg_scale_dec(q_scale),
         .s_axis_tdata(s_qin_tdata), .s_axis_tvalid(s_qin_tvalid && !q_gate),
         .s_axis_tready(qz_ready), .s_axis_tlast(s_qin_tlast),
@@ -88,14 +88,14 @@ module mpconv_lane #(
         .m_axis_tlast(qz_last), .m_axis_tuser(qz_nan), .busy(qz_busy));
 
     mpconv_packer #(.WORD_W(WORD_W)) u_pack (
-        .clk(clk), .rst_n(rst_n), .cfg_bits(q_bits),
+        .clk(clk), .rst(rst), .cfg_bits(q_bits),
         .s_axis_tdata(qz_code), .s_axis_tvalid(qz_valid), .s_axis_tready(pk_ready),
         .s_axis_tlast(qz_last),
         .m_axis_tdata(pk_data), .m_axis_tvalid(pk_valid), .m_axis_tready(pk_fifo_ready),
         .m_axis_tlast(pk_last), .idle(pk_idle));
 
     mpconv_fifo #(.WIDTH(WORD_W + 1), .DEPTH(FIFO_DEPTH)) u_qfifo (
-        .clk(clk), .rst_n(rst_n),
+        .clk(clk), .rst(rst),
         .s_data({pk_last, pk_data}), .s_valid(pk_valid), .s_ready(pk_fifo_ready),
         .m_data({m_qout_tlast, m_qout_tdata}), .m_valid(m_qout_tvalid), .m_ready(m_qout_tready),
         .empty(qf_empty));
@@ -119,20 +119,20 @@ module mpconv_lane #(
     wire d_take = s_din_tvalid && s_din_tready;
 
     mpconv_fifo #(.WIDTH(WORD_W + 1), .DEPTH(FIFO_DEPTH)) u_dfifo (
-        .clk(clk), .rst_n(rst_n),
+        .clk(clk), .rst(rst),
         .s_data({s_din_tlast, s_din_tdata}), .s_valid(s_din_tvalid && !d_gate), .s_ready(df_in_ready),
         .m_data({df_last, df_data}), .m_valid(df_valid), .m_ready(df_ready),
         .empty(df_empty));
 
     mpconv_unpacker #(.WORD_W(WORD_W)) u_unpack (
-        .clk(clk), .rst_n(rst_n), .cfg_bits(d_bits), .cfg_count(d_count),
+        .clk(clk), .rst(rst), .cfg_bits(d_bits), .cfg_count(d_count),
         .s_axis_tdata(df_data), .s_axis_tvalid(df_valid), .s_axis_tready(df_ready),
         .s_axis_tlast(df_last),
         .m_axis_tdata(up_code), .m_axis_tvalid(up_valid), .m_axis_tready(dq_ready),
         .m_axis_tlast(up_last), .at_start(up_at_start), .frame_err(frame_err));
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             d_bits <= 5'd8; d_scale <= 38'h00_0080_0000; d_count <= 32'd1; d_signed <= 1'b1;
             d_start <= 1'b1;
             d_dirty <= 1'b1;
@@ -147,7 +147,7 @@ module mpconv_lane #(
     end
 
     mpconv_dequantizer #(.FLOAT_W(FLOAT_W)) u_dequant (
-        .clk(clk), .rst_n(rst_n),
+        .clk(clk), .rst(rst),
         .cfg_bits(d_bits), .cfg_signed(d_signed), .cfg_scale_dec(d_scale),
         .s_axis_tdata(up_code), .s_axis_tvalid(up_valid), .s_axis_tready(dq_ready),
         .s_axis_tlast(up_last),

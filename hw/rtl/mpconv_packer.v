@@ -10,7 +10,7 @@ module mpconv_packer #(
     parameter WORD_W = 32
 ) (
     input  wire              clk,
-    input  wire              rst_n,
+    input  wire              rst,    // synchronous, active high
     input  wire [4:0]        cfg_bits,
     input  wire [15:0]       s_axis_tdata,
     input  wire              s_axis_tvalid,
@@ -46,7 +46,7 @@ module mpconv_packer #(
     wire [7:0]    c3     = c2 - W8;
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             acc <= {AW{1'b0}};
             cnt <= 8'd0;
             flush_pend <= 1'b0;

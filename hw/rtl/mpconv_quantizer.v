@@ -19,7 +19,7 @@ module mpconv_quantizer #(
     parameter FLOAT_W = 32
 ) (
     input  wire               clk,
-    input  wire               rst_n,
+    input  wire               rst,    // synchronous, active high
     input  wire [4:0]         cfg_bits,
     input  wire               cfg_signed,
     input  wire               cfg_narrow,
@@ -159,7 +159,7 @@ module mpconv_quantizer #(
     end
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             v1 <= 1'b0; v2 <= 1'b0; v3 <= 1'b0; v4 <= 1'b0; v5 <= 1'b0;
         end else if (en) begin
             v1 <= s_axis_tvalid; v2 <= v1; v3 <= v2; v4 <= v3; v5 <= v4;

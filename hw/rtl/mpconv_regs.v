@@ -21,7 +21,7 @@ module mpconv_regs #(
     parameter FIFO_DEPTH = 512
 ) (
     input  wire             clk,
-    input  wire             rst_n,
+    input  wire             rst,    // synchronous, active high
     // AXI4-Lite slave
     input  wire [7:0]       s_axil_awaddr,
     input  wire             s_axil_awvalid,
@@ -123,7 +123,7 @@ module mpconv_regs #(
     wire clear    = wr_go && (wa == 6'h07) && s_axil_wstrb[0] && s_axil_wdata[0];
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             cfg_bits <= 5'd8;
             cfg_scale <= 32'h3f800000;
             cfg_signed <= 1'b1;
@@ -165,7 +165,7 @@ module mpconv_regs #(
 
     // ---------------- counters
     always @(posedge clk) begin
-        if (!rst_n || clear) begin
+        if (rst || clear) begin
             c_cycles <= 32'd0;
             c_q_in <= 32'd0; c_q_out <= 32'd0; c_q_in_st <= 32'd0; c_q_out_st <= 32'd0;
             c_d_in <= 32'd0; c_d_out <= 32'd0; c_d_in_st <= 32'd0; c_d_out_st <= 32'd0;
@@ -211,7 +211,7 @@ module mpconv_regs #(
     end
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             s_axil_rvalid <= 1'b0;
             s_axil_rdata <= 32'd0;
             s_axil_rresp <= OKAY;

@@ -3,7 +3,8 @@
 // LANES independent lanes share one AXI4-Lite configuration. Lane i owns bits
 // [i*FLOAT_W +: FLOAT_W] of the float buses, [i*WORD_W +: WORD_W] of the word buses and
 // bit i of every tvalid/tready/tlast. Float side: fp32 (BF16 = 0) or bfloat16 (BF16 = 1).
-// Clock and synchronous active-low reset (aresetn) are shared by all interfaces.
+// Clock and synchronous active-low reset (aresetn) are shared by all interfaces; the
+// reset is registered once here (hold rst_n low for at least 2 clock cycles).
 // See hw/README.md for the register map, data formats and latency.
 `default_nettype none
 module mpconv_top #(
@@ -53,6 +54,11 @@ module mpconv_top #(
 );
     localparam FLOAT_W = (BF16 != 0) ? 16 : 32;
 
+    // Registered, active-high copy of the reset: one flip-flop drives every synchronous
+    // reset (an active-low reset would cost an inverter per flip-flop in synth_xilinx).
+    reg rst;
+    always @(posedge clk) rst <= !rst_n;
+
     wire [4:0]  cfg_bits;
     wire [31:0] cfg_scale, cfg_count;
     wire        cfg_signed, cfg_narrow, cfg_write;
@@ -67,7 +73,7 @@ module mpconv_top #(
     wire [37:0] cfg_scale_dec = {sc_nan, sc_inf, sc_zero, sc_sign, sc_exp, sc_mant};
 
     mpconv_regs #(.LANES(LANES), .WORD_W(WORD_W), .BF16(BF16), .FIFO_DEPTH(FIFO_DEPTH)) u_regs (
-        .clk(clk), .rst_n(rst_n),
+        .clk(clk), .rst(rst),
         .s_axil_awaddr(s_axil_awaddr), .s_axil_awvalid(s_axil_awvalid), .s_axil_awready(s_axil_awready),
         .s_axil_wdata(s_axil_wdata), .s_axil_wstrb(s_axil_wstrb), .s_axil_wvalid(s_axil_wvalid),
         .s_axil_wready(s_axil_wready), .s_axil_bresp(s_axil_bresp), .s_axil_bvalid(s_axil_bvalid),
@@ -90,7 +96,7 @@ module mpconv_top #(
     generate
         for (l = 0; l < LANES; l = l + 1) begin : g_lane
             mpconv_lane #(.WORD_W(WORD_W), .FLOAT_W(FLOAT_W), .FIFO_DEPTH(FIFO_DEPTH)) u_lane (
-                .clk(clk), .rst_n(rst_n),
+                .clk(clk), .rst(rst),
                 .cfg_bits(cfg_bits), .cfg_scale_dec(cfg_scale_dec), .cfg_signed(cfg_signed),
                 .cfg_narrow(cfg_narrow), .cfg_count(cfg_count), .cfg_write(cfg_write),
                 .s_qin_tdata(s_axis_qin_tdata[l*FLOAT_W +: FLOAT_W]),

@@ -14,7 +14,7 @@ module mpconv_unpacker #(
     parameter WORD_W = 32
 ) (
     input  wire              clk,
-    input  wire              rst_n,
+    input  wire              rst,    // synchronous, active high
     input  wire [4:0]        cfg_bits,
     input  wire [31:0]       cfg_count,
     input  wire [WORD_W-1:0] s_axis_tdata,
@@ -30,6 +30,7 @@ module mpconv_unpacker #(
 );
     localparam integer WORD_I = WORD_W;
     localparam [7:0] W8 = WORD_I[7:0];
+    localparam PW = (WORD_W <= 16) ? 4 : ((WORD_W <= 32) ? 5 : 6);   // bits of a pointer < WORD_W
 
     reg [WORD_W-1:0] lo, hi;
     reg              lo_last, hi_last;   // tlast of the word in each slot
@@ -59,13 +60,13 @@ module mpconv_unpacker #(
     wire load = s_axis_tvalid && s_axis_tready;
 
     wire [2*WORD_W-1:0] win = {hi, lo};
-    wire [2*WORD_W-1:0] win_sh = win >> p;
+    wire [2*WORD_W-1:0] win_sh = win >> p[PW-1:0];   // p < WORD_W: a narrow shift amount
     wire unused_win = &{1'b0, win_sh[2*WORD_W-1:16]};
 
     assign at_start = (nw == 2'd0) && (vcount == 32'd0);
 
     always @(posedge clk) begin
-        if (!rst_n) begin
+        if (rst) begin
             nw <= 2'd0;
             p <= 8'd0;
             vcount <= 32'd0;

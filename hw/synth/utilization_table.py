@@ -95,4 +95,5 @@ def markdown(rows: list[Row], title: str) -> str:
 
 
 def write_markdown(rows: list[Row], path: Path, title: str) -> None:
+    """Write the table as Markdown under `title`."""
     Path(path).write_text(markdown(rows, title))

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from utilization_table import RESOURCES, Row, resources, write_csv, write_markdown, markdown
+from utilization_table import Row, markdown, resources, write_csv, write_markdown
 from yosys_stat import DesignStat, StatError, read_stat_json, short_label
 
 HERE = Path(__file__).resolve().parent
@@ -116,8 +116,9 @@ def module_breakdown(stat: DesignStat, name: str) -> str:
     for module in sorted(instances, key=lambda m: -resources(stat.subtree(m))["LUT"]):
         own = resources(stat.modules[module])
         sub = resources(stat.subtree(module))
-        lines.append(f"| {short_label(module)} | {instances[module]} | {own['LUT']:.0f} | {sub['LUT']:.0f} "
-                     f"| {sub['FF']:.0f} | {sub['BRAM']:g} | {sub['DSP']:.0f} |")
+        lines.append(f"| {short_label(module)} | {instances[module]} | {own['LUT']:.0f} "
+                     f"| {sub['LUT']:.0f} | {sub['FF']:.0f} | {sub['BRAM']:g} "
+                     f"| {sub['DSP']:.0f} |")
     return "\n".join(lines) + "\n"
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cocotb
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
 
 
@@ -130,10 +130,11 @@ class AxisSource:
         if ports.tlast is not None:
             ports.tlast.write(0)
 
-    async def send(self, frame: list[int], last: bool = True) -> None:
+    async def send(self, frame: list[int], last: bool = True, started: Event | None = None) -> None:
         """Send one frame; tlast marks its final beat (never, with last=False).
 
-        Returns just after the last handshake.
+        `started` is set once the first beat has been accepted. Returns just after the
+        last handshake.
         """
         p = self.ports
         if not int(self.clk.value):  # re-align to "just after a rising edge"
@@ -151,6 +152,8 @@ class AxisSource:
             while not p.tready.is_high():
                 await FallingEdge(self.clk)
             await RisingEdge(self.clk)
+            if i == 0 and started is not None:
+                started.set()
         p.tvalid.write(0)
 
 

@@ -1,6 +1,6 @@
 """pyuvm tests of the single blocks: quantizer, dequantizer, packer, unpacker.
 
-Each test runs on its own HDL toplevel (see run.py): tb_quantizer, tb_dequantizer,
+Each test runs on its own HDL toplevel (see regression.py): tb_quantizer, tb_dequantizer,
 mpconv_packer, mpconv_unpacker. Configuration inputs are driven directly, only while
 the block is idle, which is the contract mpconv_lane keeps.
 """
@@ -11,7 +11,7 @@ import numpy as np
 import pyuvm
 
 from axi import AxisPorts
-from env import ConvItem, ConvTestBase, PathSpec, wait_signal
+from uvm_env import ConvItem, ConvTestBase, PathSpec, wait_signal
 from refmodel import (
     QuantConfig,
     bf16_bits_to_f32,

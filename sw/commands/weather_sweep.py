@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sweep fp32 and the uniform baseline only (no exploration needed)")
     parser.add_argument("--fresh", action="store_true",
                         help="re-evaluate rows already in the results database instead of reusing them")
-    parser.add_argument("--out", default=None, help="folder for sweep.csv and plots (default: <results>/<name>/weather)")
+    parser.add_argument("--out", default=None,
+                        help="folder for sweep.csv and plots (default: <results>/<name>/weather)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="progress bar (default: on)")
 
@@ -56,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
                        workers=args.workers, pareto=not args.baselines_only, run_id=args.run, fresh=args.fresh,
                        progress=args.progress)
     out_dir = study.results_dir / "weather" if args.out is None else Path(args.out)
-    paths = write_outputs(result, out_dir, title=f"{w.name}: {result.metric} under weather ({args.phase} data)")
+    paths = write_outputs(result, out_dir, title=w.name)
     print(f"{len(result.models)} models ({', '.join(m.label for m in result.models)}); "
           f"{result.evaluated} evaluations, {result.reused} reused from the database")
     print(f"{result.metric} accuracy, clean and mean over severities {', '.join(map(str, result.severities))}:")

@@ -112,3 +112,17 @@ def test_foreign_sqlite_file_is_not_touched(layers, tmp_path):
         build_from_layers(layers, SPEC, cache)
     with sqlite3.connect(cache) as db:
         assert [r[1] for r in db.execute("PRAGMA table_info(results)")] == ["x"]
+
+
+def test_plot_breakdown_and_front_point(built, tmp_path):
+    from energy.plot import front_point, plot_breakdown
+
+    _, (table, _), _ = built
+    front = tmp_path / "front.csv"
+    front.write_text("point,top1,dram_energy_uj,conv.bits,fc.bits\n0,0.9,0.5,8,2\n1,0.8,0.2,2,2\n")
+    bits, row = front_point(front, table.layer_names, cost_column="dram_energy_uj")
+    assert bits == {"conv": (2, 2), "fc": (2, 2)} and row["point"] == "1"   # the lowest-energy point
+    png = plot_breakdown(table, {"all 8-bit": table.uniform(8), "point 1": bits}, tmp_path / "b.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(DataError, match="no bit-width column"):
+        front_point(front, ["conv", "other"])

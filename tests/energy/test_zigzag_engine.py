@@ -68,14 +68,14 @@ def test_output_bits_reevaluation_matches_fresh_search(engine, tiny_results):
     # The table searches a mapping once per (weight, input) bits at the largest output width and
     # re-evaluates it at smaller output widths; a fresh search at each output width must agree on
     # every DRAM column and may only find an on-chip mapping that is at most marginally better.
-    for (wb, ib), by_ob in tiny_results.items():
-        for ob in (2, 4):
-            fresh = engine.evaluate(TINY, wb, ib, [ob])[ob]
-            reused = by_ob[ob]
-            for c in DRAM_COLUMNS:
-                assert reused[c] == fresh[c], (wb, ib, ob, c)
-            assert fresh["energy_total_pj"] <= reused["energy_total_pj"] * (1 + 1e-9)
-            assert reused["energy_total_pj"] <= fresh["energy_total_pj"] * 1.01
+    # (the slow suite repeats this for every layer of digits_cnn and resnet18)
+    for (wb, ib), ob in (((2, 2), 4), ((8, 8), 2)):
+        fresh = engine.evaluate(TINY, wb, ib, [ob])[ob]
+        reused = tiny_results[(wb, ib)][ob]
+        for c in DRAM_COLUMNS:
+            assert reused[c] == fresh[c], (wb, ib, ob, c)
+        assert fresh["energy_total_pj"] <= reused["energy_total_pj"] * (1 + 1e-9)
+        assert reused["energy_total_pj"] <= fresh["energy_total_pj"] * 1.01
 
 
 def test_depthwise_and_linear_layers(engine):

@@ -5,7 +5,7 @@ module tb_quantizer #(
     parameter FLOAT_W = 32
 ) (
     input  wire               clk,
-    input  wire               rst_n,
+    input  wire               rst,
     input  wire [4:0]         cfg_bits,
     input  wire               cfg_signed,
     input  wire               cfg_narrow,
@@ -26,7 +26,7 @@ module tb_quantizer #(
     wire [23:0] m;
     mpconv_fp32_decode u_dec (.f(cfg_scale), .sign(s), .is_zero(z), .is_inf(i), .is_nan(n), .exp(e), .mant(m));
     mpconv_quantizer #(.FLOAT_W(FLOAT_W)) u_dut (
-        .clk(clk), .rst_n(rst_n), .cfg_bits(cfg_bits), .cfg_signed(cfg_signed), .cfg_narrow(cfg_narrow),
+        .clk(clk), .rst(rst), .cfg_bits(cfg_bits), .cfg_signed(cfg_signed), .cfg_narrow(cfg_narrow),
         .cfg_scale_dec({n, i, z, s, e, m}),
         .s_axis_tdata(s_axis_tdata), .s_axis_tvalid(s_axis_tvalid), .s_axis_tready(s_axis_tready),
         .s_axis_tlast(s_axis_tlast), .m_axis_tdata(m_axis_tdata), .m_axis_tvalid(m_axis_tvalid),

@@ -1,7 +1,7 @@
 """Functional coverage: bit width x word width x value class x back-pressure pattern.
 
 Each simulation samples into COVERAGE and dumps its bins to $MPCONV_COVERAGE_OUT (JSON).
-run.py merges the files of all simulations, prints the report and checks the goals.
+regression.py merges the files of all simulations, prints the report and checks the goals.
 """
 
 from __future__ import annotations
@@ -71,30 +71,37 @@ class Coverage:
     def units(self) -> list[str]:
         return sorted({k[0] for k in self.bins})
 
+    def _grid(self, title: str, rows: list[tuple[str, dict]], keys: list[str]) -> list[str]:
+        out = [title, "  " + " " * 10 + "".join(f"{k:>4}" for k in keys)]
+        for label, counts in rows:
+            out.append(f"  {label:<10}" + "".join(f"{min(counts.get(k, 0), 999):>4}" for k in keys))
+        return out
+
     def report(self) -> str:
-        """Readable tables of what was hit."""
+        """Readable tables of what was hit: tensors per bin, capped at 999."""
         out: list[str] = []
         units = self.units()
+        keys = all_width_keys()
         for unit in [u for u in WORD_UNITS if u in units]:
-            out.append(f"\n[{unit}] tensors per bit width x word width under back-pressure (bp != none)")
-            out.append("  width " + "".join(f"{w:>8}" for w in WORD_WIDTHS))
-            for wk in all_width_keys():
-                cells = "".join(f"{self._hit(unit, wk, w, bp_any=True):>8}" for w in WORD_WIDTHS)
-                out.append(f"  {wk:>5} {cells}")
+            rows = [(f"W={w}", {k: self._hit(unit, k, w, bp_any=True) for k in keys}) for w in WORD_WIDTHS]
+            hit = sum(1 for _, c in rows for k in keys if c[k])
+            out += self._grid(f"\n[{unit}] bit width x word width under back-pressure: "
+                              f"{hit}/{len(rows) * len(keys)} bins hit", rows, keys)
         for unit in units:
             classes = sorted({k[4] for k in self.bins if k[0] == unit})
             if classes == ["any"]:
                 continue
-            out.append(f"\n[{unit}] tensors per bit width x value class")
-            out.append("  width " + "".join(f"{c[:10]:>11}" for c in classes))
-            for wk in all_width_keys():
-                out.append(f"  {wk:>5} " + "".join(f"{self._hit(unit, wk, cls=c):>11}" for c in classes))
-        bp_counts = Counter()
-        for (u, _w, _ww, bp, _c), v in self.bins.items():
-            bp_counts[(u, bp)] += v
-        out.append("\n[all units] back-pressure patterns (value-class samples)")
+            rows = [(c[:10], {k: self._hit(unit, k, cls=c) for k in keys}) for c in classes]
+            out += self._grid(f"\n[{unit}] bit width x value class", rows, keys)
+        out.append("\n[full cross] bit width x word width x value class x back-pressure pattern")
         for unit in units:
-            out.append(f"  {unit:<12} " + "  ".join(f"{bp}={bp_counts[(unit, bp)]}" for bp in BP_LABELS))
+            cells = {(w, ww, c, bp) for (u, w, ww, bp, c) in self.bins if u == unit}
+            wws = sorted({k[1] for k in cells})
+            classes = sorted({k[2] for k in cells})
+            total = len(keys) * len(wws) * len(classes) * len(BP_LABELS)
+            bps = "  ".join(f"{bp}={sum(v for k, v in self.bins.items() if k[0] == unit and k[3] == bp)}"
+                            for bp in BP_LABELS)
+            out.append(f"  {unit:<12} {len(cells):>5}/{total:<5} bins hit   samples: {bps}")
         return "\n".join(out)
 
     def missing(self, units_with_words=WORD_UNITS, class_units=("quantizer", "top.quant"),

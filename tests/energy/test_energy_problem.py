@@ -1,0 +1,58 @@
+"""The energy-aware problem plugin: registered, and its cost is the energy table's lookup."""
+
+import inspect
+import types
+
+import pytest
+from torch import nn
+
+from energy.table import build_table
+from sw.problems import PROBLEMS, check_plugin
+from sw.quantized_model import QuantizedModel, QuantSettings
+from sw.workload import load_workload
+
+
+class Tiny(nn.Module):
+    def __init__(self, num_classes=10):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).mean((2, 3)))
+
+
+def test_registered_with_all_plugin_functions():
+    plugin = check_plugin(PROBLEMS.get("energy_aware_quant_problem"), "energy_aware_quant_problem")
+    assert plugin.sampling_method is PROBLEMS.get("quantization_problem").sampling_method
+
+
+def test_cost_is_the_table_lookup_in_microjoules(tmp_path, monkeypatch):
+    (tmp_path / "tinyprob.py").write_text("from torch import nn\n\n" + inspect.getsource(Tiny))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "w.yaml"
+    path.write_text(f"""
+name: tinyprob
+problem: energy_aware_quant_problem
+trust_custom_code: true
+model: {{name: "tinyprob:Tiny", num_classes: 3, input_shape: [3, 8, 8]}}
+datasets: {{exploration: {{name: digits, split: val}}}}
+quantization: {{explore: separate}}
+search: {{bits: {{lower: 8, upper: 8}}}}
+energy: {{objective: dram_energy, workers: 1, cache: {tmp_path / 'c.sqlite'}}}
+results: {{dir: {tmp_path / 'results'}}}
+""")
+    workload = load_workload(path)
+    from tinyprob import Tiny as TinyFromFile
+
+    qmodel = QuantizedModel(TinyFromFile(3), [3, 8, 8], QuantSettings())
+    study = types.SimpleNamespace(workload=workload, progress=False)
+    plugin = PROBLEMS.get("energy_aware_quant_problem")
+    cost, name = plugin.energy_cost(study, qmodel)
+    assert name == "dram_energy_uj"
+    table, stats = build_table(workload, write_csv=False)
+    assert stats.misses == 0                      # the plugin filled the cache
+    bits = qmodel.layer_bits()
+    assert set(bits) == set(table.layer_names)
+    assert cost(bits) == pytest.approx(table.lookup(bits, "dram_energy_pj") / 1e6)
+    assert cost(bits) > 0
