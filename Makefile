@@ -23,7 +23,7 @@ help:
 	@echo "make sim       run the RTL verification (SIM=icarus|verilator)"
 	@echo "make synth     open yosys synthesis with a utilization table"
 	@echo "make energy    per-layer DRAM energy table of WORKLOAD"
-	@echo "make cosim     real layer tensors through the simulated RTL"
+	@echo "make cosim     real layer tensors through the simulated RTL (POINT=int8|best|N, SIM=icarus|verilator)"
 	@echo "make bench     speed benchmarks"
 
 $(STAMP): pyproject.toml
@@ -71,7 +71,7 @@ energy: $(STAMP)
 	$(PY) -m energy table $(WORKLOAD)
 
 cosim: $(STAMP) hdl-tools
-	$(PY) -m cosim $(WORKLOAD)
+	$(PY) -m cosim $(WORKLOAD) --sim $(SIM) $(if $(POINT),--point $(POINT))
 
 bench: $(STAMP)
 	$(PY) -m nox -s bench

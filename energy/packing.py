@@ -23,3 +23,15 @@ def dram_words(n_values: int, bits: int, word_bits: int) -> int:
 def packed_bits(n_values: int, bits: int) -> int:
     """Payload bits of `n_values` values at `bits` bits (no padding)."""
     return n_values * bits
+
+
+def channel_dram_words(channels: int, values_per_channel: int, bits: int, word_bits: int) -> int:
+    """DRAM words of a tensor stored channel by channel, each channel starting on a fresh word.
+
+    This is the layout of per-channel quantized weights on the converter: the scale changes
+    only between tensors, so each output channel is converted (and flushed) as its own tensor.
+    With one channel it is `dram_words`.
+    """
+    if not isinstance(channels, int) or isinstance(channels, bool) or channels < 1:
+        raise ValueError(f"channels must be an int >= 1, got {channels!r}")
+    return channels * dram_words(values_per_channel, bits, word_bits)

@@ -236,6 +236,14 @@ class QuantizedModel(nn.Module):
         self._cache_budget = cache_bytes
         self._requantize_weights(self._master.keys())
 
+    @property
+    def weights_frozen(self) -> bool:
+        return bool(self._master)
+
+    def fp32_weight(self, name: str) -> torch.Tensor:
+        """The unquantized weight of a layer, whether or not weights are frozen."""
+        return self._master.get(name, self.layers()[name].weight).detach()
+
     def unfreeze_weights(self) -> None:
         """Restore fp32 weights and per-forward weight quantization (for QAT or calibration)."""
         for name, layer in self.layers().items():

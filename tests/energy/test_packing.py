@@ -36,3 +36,16 @@ def test_dram_words_exact_fill_and_partial_word():
 def test_dram_words_rejects_bad_input(args):
     with pytest.raises((ValueError, TypeError)):
         dram_words(*args)
+
+
+def test_channel_layout_pads_each_channel_to_a_word():
+    from energy.packing import channel_dram_words
+
+    rng = random.Random(7)
+    for _ in range(100):
+        c, n, b, w = rng.randint(1, 20), rng.randint(1, 100), rng.randint(1, 16), rng.choice([16, 32, 64])
+        # each channel is its own bitstream, packed and flushed on its own
+        assert channel_dram_words(c, n, b, w) == sum(reference_words(n, b, w) for _ in range(c))
+    assert channel_dram_words(1, 27, 8, 32) == dram_words(27, 8, 32)
+    with pytest.raises(ValueError):
+        channel_dram_words(0, 27, 8, 32)
