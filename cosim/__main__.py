@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 from pathlib import Path
 
 from cosim.simulation import SIMULATORS, STALLS, WORD_WIDTHS
@@ -67,15 +66,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from sw.cli import configure_logging, run_guarded
+    from sw.cli import run_cli
 
-    argv = sys.argv[1:] if argv is None else argv
-    if not ({"--verbose", "-v"} & set(argv)):
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-    args = build_parser().parse_args(argv)
-    configure_logging(args.verbose)
-    return run_guarded(run, args, args.verbose)
+    return run_cli(build_parser, argv, run)
 
 
 if __name__ == "__main__":

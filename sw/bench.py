@@ -12,6 +12,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
+
+# torch.jit deprecation chatter from pytorch-quantization's import is not a benchmark result
+warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 
 import numpy as np
 import torch

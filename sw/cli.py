@@ -13,6 +13,7 @@ import os
 import pkgutil
 import sys
 import warnings
+from typing import Callable
 from types import ModuleType
 
 from sw.errors import UserError
@@ -68,13 +69,19 @@ def run_guarded(func, args, verbose: bool) -> int:
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None, func=None) -> int:
+    """Build the parser (after silencing library warnings: imports warn), parse, set up quiet
+    logging (or --verbose), run `func` (default: the subcommand's) guarded."""
     argv = sys.argv[1:] if argv is None else argv
     if not ({"--verbose", "-v"} & set(argv)):
         # library deprecation chatter (torch.jit in pytorch-quantization, ...) is not for users
         warnings.filterwarnings("ignore", category=FutureWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-    args = build_parser().parse_args(argv)
+    args = build().parse_args(argv)
     configure_logging(args.verbose)
-    return run_guarded(args._run, args, args.verbose)
+    return run_guarded(func or args._run, args, args.verbose)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser, argv)

@@ -379,8 +379,12 @@ def cifar10(spec: Config) -> Dataset:
 # ---------------------------------------------------------------- building
 
 
-def build_dataset(spec: Config) -> Dataset:
-    """The dataset a workload spec describes: split, size, corruption, then sample limit."""
+def build_dataset(spec: Config, *, cache_dir: Path | str | None = None) -> Dataset:
+    """The dataset a workload spec describes: split, size, corruption, then sample limit.
+
+    `cache_dir` keeps corrupted images on disk (keyed by content hash), so repeated runs and
+    worker processes corrupt each image once.
+    """
     entry = DATASETS.get(spec.name)
     dataset = entry.factory(spec)
     corruption = spec.get("corruption")
@@ -388,7 +392,7 @@ def build_dataset(spec: Config) -> Dataset:
         from sw.corrupted_dataset import CorruptedDataset
 
         dataset = CorruptedDataset(dataset, corruption["condition"], corruption["severity"],
-                                   corruption.get("seed", 0))
+                                   corruption.get("seed", 0), cache_dir=cache_dir)
     limit = spec.get("sample_limit")
     if limit is not None and limit < len(dataset):
         if spec.get("randomize"):
@@ -400,8 +404,8 @@ def build_dataset(spec: Config) -> Dataset:
     return dataset
 
 
-def build_loader(spec: Config, *, shuffle: bool = False) -> DataLoader:
+def build_loader(spec: Config, *, shuffle: bool = False, cache_dir: Path | str | None = None) -> DataLoader:
     """A DataLoader over `build_dataset(spec)`; shuffling is seeded with `spec.seed`."""
     generator = torch.Generator().manual_seed(spec.get("seed", 0)) if shuffle else None
-    return DataLoader(build_dataset(spec), batch_size=spec.batch_size, shuffle=shuffle,
+    return DataLoader(build_dataset(spec, cache_dir=cache_dir), batch_size=spec.batch_size, shuffle=shuffle,
                       generator=generator, num_workers=0)

@@ -79,7 +79,10 @@ class Study:
             spec = self.workload.dataset(phase)
             if corruption is not None:
                 spec = spec.__class__({**spec, "corruption": spec.__class__(corruption)})
-            self._batches[key] = Batches.from_loader(build_loader(spec), progress=self.progress, desc=f"loading {phase}")
+            from sw.corrupted_dataset import cache_dir_for
+
+            loader = build_loader(spec, cache_dir=cache_dir_for(self.results_dir))
+            self._batches[key] = Batches.from_loader(loader, progress=self.progress, desc=f"loading {phase}")
         return self._batches[key]
 
     def evaluate(self, model: nn.Module, phase: str = "exploration", corruption: Mapping[str, Any] | None = None,

@@ -131,3 +131,19 @@ def test_materialize_a_subset_keeps_each_images_seed(base, tmp_path):
         assert torch.equal(subset.tensors[0][position], dataset[index][0])
         assert int(subset.tensors[1][position]) == int(base[index][1])
     assert len(list(tmp_path.rglob("*.npy"))) == 3
+
+
+def test_a_study_explored_under_a_condition_caches_its_corrupted_images(write_workload):
+    from sw.corrupted_dataset import cache_dir_for
+    from sw.study import Study
+
+    snow = {"condition": "snow", "severity": 2}
+    path = write_workload({"datasets": {"exploration": {"sample_limit": 12, "batch_size": 12, "corruption": snow}}})
+    study = Study(path)
+    cache = cache_dir_for(study.results_dir)
+    before = {p for p in cache.rglob("*") if p.is_file()} if cache.exists() else set()
+    first = study.batches("exploration")
+    written = {p for p in cache.rglob("*") if p.is_file()} - before
+    assert len(written) >= 12
+    again = Study(path).batches("exploration")  # a new process would read the same files
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, again))

@@ -1,26 +1,17 @@
 """`python -m energy table` end to end on a tiny workload, and its one-line errors."""
 
+import inspect
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import tiny_net
 
 REPO = Path(__file__).resolve().parents[2]
 
-TINY_MODEL = '''
-from torch import nn
-
-class Tiny(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).mean((2, 3)))
-'''
+TINY_MODEL = inspect.getsource(tiny_net)
 
 
 def workload(tmp_path: Path, energy: str = "") -> Path:

@@ -4,22 +4,12 @@ import inspect
 import types
 
 import pytest
-from torch import nn
+import tiny_net
 
 from energy.table import build_table
 from sw.problems import PROBLEMS, check_plugin
 from sw.quantized_model import QuantizedModel, QuantSettings
 from sw.workload import load_workload
-
-
-class Tiny(nn.Module):
-    def __init__(self, num_classes=10):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, num_classes)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).mean((2, 3)))
 
 
 def test_registered_with_all_plugin_functions():
@@ -28,7 +18,7 @@ def test_registered_with_all_plugin_functions():
 
 
 def test_cost_is_the_table_lookup_in_microjoules(tmp_path, monkeypatch):
-    (tmp_path / "tinyprob.py").write_text("from torch import nn\n\n" + inspect.getsource(Tiny))
+    (tmp_path / "tinyprob.py").write_text(inspect.getsource(tiny_net))
     monkeypatch.syspath_prepend(str(tmp_path))
     path = tmp_path / "w.yaml"
     path.write_text(f"""

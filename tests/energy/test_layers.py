@@ -1,7 +1,6 @@
 """Layer tracing: names, order and loop bounds from a real forward pass."""
 
 import pytest
-import torch
 import torchvision
 from torch import nn
 

@@ -6,21 +6,12 @@ import sqlite3
 
 import numpy as np
 import pytest
-from torch import nn
+
+from tiny_net import Tiny
 
 from energy.layers import trace_layers
 from energy.table import COLUMNS, TableSpec, build_from_layers, resolve_column
 from sw.errors import DataError, UserError
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(3, 4, 3, padding=1)
-        self.fc = nn.Linear(4, 3)
-
-    def forward(self, x):
-        return self.fc(self.conv(x).mean((2, 3)))
 
 
 SPEC = TableSpec(bits=(2, 8), mode="tied", baseline_bits=8, workers=2)
@@ -28,7 +19,7 @@ SPEC = TableSpec(bits=(2, 8), mode="tied", baseline_bits=8, workers=2)
 
 @pytest.fixture(scope="module")
 def layers():
-    return trace_layers(Tiny(), [3, 6, 6])
+    return trace_layers(Tiny(num_classes=3), [3, 6, 6])
 
 
 @pytest.fixture(scope="module")
