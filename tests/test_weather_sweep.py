@@ -127,11 +127,12 @@ def test_severity_out_of_range_in_a_workload_names_the_key(write_workload):
         load_workload(path)
 
 
-def test_fog_workload_measures_the_exploration_on_foggy_data():
-    workload = load_workload(REPO / "workloads" / "digits_cnn_fog.yaml")
+@pytest.mark.parametrize("condition", ["fog", "snow"])
+def test_weather_workloads_measure_the_exploration_on_corrupted_data(condition):
+    workload = load_workload(REPO / "workloads" / f"digits_cnn_{condition}.yaml")
     for phase in ("exploration", "baseline"):
         corruption = workload.dataset(phase).corruption
-        assert (corruption.condition, corruption.severity) == ("fog", 1)
+        assert (corruption.condition, corruption.severity) == (condition, 1)
     assert workload.dataset("calibration").corruption is None
 
 

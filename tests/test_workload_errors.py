@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +76,17 @@ def test_defaults_are_filled_and_the_embedded_default_is_valid():
     assert workload.search.bits.lower >= 2
     assert workload.quantization.explore in ("tied", "separate")
     assert workload.dataset("exploration").name == "digits"
+
+
+SHIPPED = sorted((Path(__file__).resolve().parents[1] / "workloads").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_every_shipped_workload_is_valid(path):
+    workload = load_workload(path)
+    assert workload.name == path.stem
+    assert workload.search.bits.lower <= workload.search.bits.upper
+
+
+def test_the_shipped_workloads_were_found():
+    assert {"digits_cnn.yaml", "digits_resnet18.yaml"} <= {p.name for p in SHIPPED}
