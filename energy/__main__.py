@@ -113,21 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+def _run(args: argparse.Namespace) -> int:
     logging.getLogger("zigzag").setLevel(logging.INFO if args.verbose else logging.ERROR)
-    try:
-        return int(args.func(args) or 0)
-    except UserError as exc:
-        if args.verbose:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: table entries computed so far are kept in the cache", file=sys.stderr)
-        return 130
+    return int(args.func(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from sw.cli import run_cli  # one error/interrupt/logging policy for every entry point
+
+    return run_cli(build_parser, argv, _run)
 
 
 if __name__ == "__main__":
