@@ -71,11 +71,11 @@ def capture_weights(qmodel: QuantizedModel, layers: Sequence[str]) -> list[Captu
             used = wq(master)
         per_channel = wq.axis is not None and wq.amax is not None and wq.amax.numel() > 1
         segments = master.shape[0] if per_channel else 1
+        bits, unsigned, narrow = _settings(wq)
         out.append(CapturedTensor(
             layer=name, role="weight", quantizer=f"{name}.weight",
             values=master.float().reshape(segments, -1).cpu().numpy(),
-            amax=_amax(wq, segments), bits=_settings(wq)[0], unsigned=_settings(wq)[1],
-            narrow_range=_settings(wq)[2],
+            amax=_amax(wq, segments), bits=bits, unsigned=unsigned, narrow_range=narrow,
             search_output=used.float().reshape(segments, -1).cpu().numpy(),
         ))
     return out
