@@ -8,10 +8,10 @@ from pathlib import Path
 
 from cosim.simulation import SIMULATORS, STALLS, WORD_WIDTHS
 
-FAULTS = ("scale", "rounding")  # cosim.reference.FAULTS, without importing torch for --help
-
 
 def build_parser() -> argparse.ArgumentParser:
+    from cosim.reference import FAULTS  # imports torch: run_cli silences its warnings first
+
     p = argparse.ArgumentParser(
         prog="python -m cosim",
         description="Feed every quantized layer's real weights and input activations through the simulated "

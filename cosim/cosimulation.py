@@ -11,7 +11,7 @@ packed tensor and starts on a fresh word.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -36,7 +36,6 @@ class CosimResult:
     total_s: float
     stalls: str = "none"
     fault: str | None = None
-    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 from cosim.cosimulation import CosimResult
+from sw.durable import atomic_write
 
 COLUMNS = ("layer", "tensor", "bits", "signed", "segments", "elements", "code_mismatches", "value_mismatches",
            "words_rtl", "words_model", "words_dense", "cycles", "wall_s", "ok")
@@ -15,19 +15,14 @@ HEADERS = ("layer", "tensor", "bits", "sgn", "ch", "elements", "code!=", "value!
 
 
 def write_csv(result: CosimResult, path: Path) -> Path:
-    """Write the per-tensor rows durably (temporary file, fsync, atomic rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    """Write the per-tensor rows (atomically: a killed run leaves the previous report whole)."""
+    with atomic_write(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["point", "sim", "word_bits", "quantizer", *COLUMNS])
         writer.writeheader()
         for row in result.rows:
             d = row.as_dict()
             writer.writerow({"point": result.point, "sim": result.sim, "word_bits": result.word_bits,
                              "quantizer": row.quantizer, **{c: d[c] for c in COLUMNS}})
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
     return path
 
 

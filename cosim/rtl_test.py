@@ -1,7 +1,7 @@
 """cocotb test that streams a job's tensors through `mpconv_top` (runs inside the simulator).
 
 For each stream (a tensor, or one channel of a per-channel tensor): write BITS, SCALE, MODE
-and COUNT over AXI4-Lite where they changed, send the fp32 values into the quantize path,
+and COUNT over AXI4-Lite, send the fp32 values into the quantize path,
 collect the packed words, send those words into the dequantize path and collect the floats.
 The job and the results are numpy `.npz` files (no pickle) named by environment variables;
 `cosim.simulation` writes and reads them.
@@ -19,11 +19,12 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
-from axi import AxiLiteMaster, AxisMonitor, AxisPorts, AxisSink, AxisSource, Throttle  # hw/tb on sys.path
+# hw/tb is on sys.path: the verification's drivers, monitors and register map
+from axi import AxisMonitor, AxisPorts, AxisSink, AxisSource, Throttle
+from refmodel import QuantConfig, bits_to_f32
+from registers import ST_CFG_ERR, ST_FRAME_ERR, STATUS, Regs
 
 CLOCK_NS = 10
-REG_BITS, REG_SCALE, REG_MODE, REG_COUNT, REG_STATUS = 0x08, 0x0C, 0x10, 0x14, 0x18
-STATUS_CFG_ERR, STATUS_FRAME_ERR = 1 << 1, 1 << 2
 TIMEOUT_CYCLES = 10_000
 
 
@@ -36,16 +37,6 @@ async def _wait_frames(clk, monitor: AxisMonitor, count: int, what: str) -> None
         last_beats = monitor.beats
         if idle > TIMEOUT_CYCLES:
             raise AssertionError(f"no {what} for {TIMEOUT_CYCLES} cycles")
-
-
-async def _configure(axil: AxiLiteMaster, current: dict, bits: int, scale_bits: int, mode: int, count: int) -> None:
-    # BITS and MODE must never form an invalid pair: going to signed, widen BITS first.
-    order = [(REG_MODE, mode), (REG_BITS, bits)] if not mode & 1 else [(REG_BITS, bits), (REG_MODE, mode)]
-    for addr, value in [*order, (REG_SCALE, scale_bits), (REG_COUNT, count)]:
-        if current.get(addr) != value:
-            resp = await axil.write(addr, value)
-            assert resp == AxiLiteMaster.OKAY, f"register 0x{addr:02x} <- 0x{value:x} refused (SLVERR)"
-            current[addr] = value
 
 
 @cocotb.test()
@@ -61,7 +52,7 @@ async def convert_tensors(dut):
     dut.rst_n.value = 0
     qin = AxisSource(dut.clk, AxisPorts.of(dut, "s_axis_qin", 0, 32), Throttle(kind, random.Random(rng.random())))
     din = AxisSource(dut.clk, AxisPorts.of(dut, "s_axis_din", 0, word_w), Throttle(kind, random.Random(rng.random())))
-    axil = AxiLiteMaster(dut.clk, dut, "s_axil")
+    regs = Regs(dut)
     await ClockCycles(dut.clk, 4)
     dut.rst_n.value = 1
     await ClockCycles(dut.clk, 2)
@@ -70,12 +61,14 @@ async def convert_tensors(dut):
     qout = AxisMonitor(dut.clk, AxisPorts.of(dut, "m_axis_qout", 0, word_w))
     dout = AxisMonitor(dut.clk, AxisPorts.of(dut, "m_axis_dout", 0, 32))
 
-    registers: dict[int, int] = {}
     words, floats, cycles, walls = [], [], [], []
     for k in range(len(bits)):
         stream = [int(v) for v in values[offsets[k]:offsets[k + 1]]]
         start, wall = get_sim_time("ns"), time.perf_counter()
-        await _configure(axil, registers, int(bits[k]), int(scales[k]), int(modes[k]), len(stream))
+        cfg = QuantConfig(bits=int(bits[k]), scale=float(bits_to_f32(int(scales[k]))), signed=bool(modes[k] & 1),
+                          narrow=bool(modes[k] & 2), count=len(stream))
+        errors = await regs.configure(cfg)
+        assert not errors, f"stream {k}: " + "; ".join(errors)
         await qin.send(stream)
         await _wait_frames(dut.clk, qout, k + 1, f"packed words for stream {k}")
         packed = qout.frames[k].data
@@ -86,9 +79,9 @@ async def convert_tensors(dut):
         cycles.append((get_sim_time("ns") - start) / CLOCK_NS)
         walls.append(time.perf_counter() - wall)
 
-    status = int((await axil.read(REG_STATUS))[0])
-    assert not status & STATUS_CFG_ERR, "STATUS.cfg_err set"
-    assert not status & STATUS_FRAME_ERR, "STATUS.frame_err set"
+    status = await regs.read(STATUS)
+    assert not status & ST_CFG_ERR, "STATUS.cfg_err set"
+    assert not status & ST_FRAME_ERR, "STATUS.frame_err set"
     word_offsets = np.cumsum([0] + [len(w) for w in words])
     np.savez(os.environ["COSIM_OUT"], words=np.concatenate(words) if words else np.zeros(0, np.uint64),
              word_offsets=word_offsets, dout=np.concatenate(floats) if floats else np.zeros(0, np.uint32),

@@ -8,7 +8,7 @@ testbench reuses the verification's AXI drivers and monitors from `hw/tb`.
 from __future__ import annotations
 
 import logging
-import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -66,13 +66,6 @@ def _write_job(streams: list[Stream], path: Path) -> None:
              scale_bits=np.array([int(np.float32(s.scale).view(np.uint32)) for s in streams], dtype=np.int64))
 
 
-def _tail(path: Path, lines: int = 25) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 def simulate(streams: list[Stream], *, work_dir: Path, sim: str = "icarus", word_bits: int = 32,
              stalls: str = "none", seed: int = 0) -> tuple[list[StreamResult], float]:
     """Convert every stream on the RTL; returns per-stream results and the simulator's wall time."""
@@ -90,42 +83,26 @@ def simulate(streams: list[Stream], *, work_dir: Path, sim: str = "icarus", word
             regression.setup_verilator()
         except ValueError as exc:
             raise UserError(str(exc)) from None
-    elif not any((Path(p) / "iverilog").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+    elif shutil.which("iverilog") is None:
         raise UserError("--sim icarus: iverilog is not on PATH (install it: sudo apt-get install iverilog)")
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
 
-    params = {"LANES": 1, "WORD_W": word_bits, "BF16": 0, "FIFO_DEPTH": 512}
-    build_dir = (work_dir / f"{sim}_w{word_bits}").resolve()
+    build = regression.Build(f"cosim_w{word_bits}", "mpconv_top", "cosim.rtl_test", ("convert_tensors",),
+                             {"LANES": 1, "WORD_W": word_bits, "BF16": 0, "FIFO_DEPTH": 512})
+    work_dir = work_dir.resolve()
+    build_dir = work_dir / sim / build.name
     build_dir.mkdir(parents=True, exist_ok=True)
     job, out = build_dir / "job.npz", build_dir / "out.npz"
-    results_xml, log = build_dir / "results.xml", build_dir / "sim.log"
-    for stale in (out, results_xml):
-        stale.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
     _write_job(streams, job)
-    runner = get_runner(sim)
-    if not logging.getLogger().isEnabledFor(logging.INFO):
-        runner.log.setLevel(logging.WARNING)  # it logs every command it runs
-    build_args = ["-Wno-fatal", "--output-split", "0"] if sim == "verilator" else []
-    timescale = ("1ns", "1ps")
+    env = {"COSIM_JOB": str(job), "COSIM_OUT": str(out), "COSIM_WORD_W": str(word_bits), "COSIM_STALLS": stalls,
+           "COSIM_SEED": str(seed)}
     start = time.perf_counter()
-    try:
-        runner.build(sources=regression.read_sources(RTL), hdl_toplevel="mpconv_top", parameters=params,
-                     build_dir=build_dir, build_args=build_args, timescale=timescale,
-                     always=sim == "icarus",  # seconds on Icarus; Verilator's C++ build is reused
-                     log_file=build_dir / "build.log")
-        runner.test(test_module="cosim.rtl_test", hdl_toplevel="mpconv_top", testcase="convert_tensors",
-                    build_dir=build_dir, test_dir=build_dir, results_xml=str(results_xml), seed=seed,
-                    extra_env={"COSIM_JOB": str(job), "COSIM_OUT": str(out), "COSIM_WORD_W": str(word_bits),
-                               "COSIM_STALLS": stalls, "COSIM_SEED": str(seed),
-                               "PYTHONWARNINGS": "ignore::DeprecationWarning"},
-                    timescale=timescale if sim == "icarus" else None, log_file=log, parameters=params)
-    except (Exception, SystemExit) as exc:  # compile errors, simulator crashes
-        raise UserError(f"{sim} simulation failed ({type(exc).__name__}: {exc}); log: {log}\n{_tail(log)}") from None
+    result = regression.run_build(build, sim, "cosim", seed, RTL, work_dir, extra_env=env,
+                                  quiet_runner=not logging.getLogger().isEnabledFor(logging.INFO))
     wall = time.perf_counter() - start
-    failed = get_results(results_xml)[1] if results_xml.exists() else 1
-    if failed or not out.exists():
-        raise UserError(f"{sim} simulation did not complete; log: {log}\n{_tail(log)}")
+    if not result.ok or not out.exists():
+        detail = f" ({result.note})" if result.note else ""
+        raise UserError(f"{sim} simulation did not complete{detail}; log: {result.log}\n{regression.tail(result.log, 25)}")
     data = np.load(out)
     words, offsets, dout = data["words"], data["word_offsets"], data["dout"]
     cycles, walls = data["cycles"], data["walls"]

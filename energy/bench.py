@@ -7,7 +7,6 @@ and the per-candidate lookup time of the search's cost function. Run: `python -m
 from __future__ import annotations
 
 import tempfile
-import time
 import timeit
 from pathlib import Path
 

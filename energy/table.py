@@ -23,7 +23,7 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -32,6 +32,7 @@ import numpy as np
 from energy.cache import EnergyCache
 from energy.engines import METRICS, Engine, get_engine
 from energy.layers import LayerGeometry, workload_layers
+from sw.durable import atomic_write
 from sw.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
@@ -169,9 +170,7 @@ class EnergyTable:
     def write_csv(self, path: str | Path) -> Path:
         """One row per layer and computed (weight, input, output) bits; energies in pJ."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as fh:
+        with atomic_write(path, newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["layer", "geometry", "weight_bits", "input_bits", "output_bits", *COLUMNS])
             for li, name in enumerate(self.layer_names):
@@ -180,7 +179,6 @@ class EnergyTable:
                     values = [self.data[c][li, wi, ii, oi] for c in COLUMNS]
                     writer.writerow([name, self.layers[name].describe(), self.bits[wi], self.bits[ii], self.bits[oi],
                                      *(f"{v:.6g}" if v % 1 else f"{int(v)}" for v in values)])
-        tmp.replace(path)
         return path
 
 

@@ -24,6 +24,7 @@ import torch
 from pytorch_quantization.nn import TensorQuantizer
 from tqdm import tqdm
 
+from sw.durable import write_text
 from sw.errors import DataError
 from sw.quantized_model import QuantizedModel
 
@@ -161,12 +162,7 @@ def save_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
             entry["aciq"] = q.aciq_stats
         quantizers[name] = entry
     payload = {"format": FORMAT, "identity": identity, "quantizers": quantizers}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
-    return path
+    return write_text(path, json.dumps(payload, indent=1))
 
 
 def read_calibration(path: Path) -> dict[str, Any]:

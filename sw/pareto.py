@@ -9,6 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
+from sw.durable import atomic_write, write_text
 from sw.results import Individual, Run
 
 
@@ -65,11 +66,11 @@ def write_front(run: Run, individuals: Sequence[Individual], out_dir: Path, *, t
     rows = front_rows(run, front)
     paths = {"csv": out_dir / "front.csv", "json": out_dir / "front.json", "png": out_dir / "front.png"}
     fields = list(rows[0]) if rows else ["point"] + run.metric_names + [n.lstrip("-") for n in run.objective_names] + run.var_names
-    with paths["csv"].open("w", newline="") as fh:
+    with atomic_write(paths["csv"], newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
-    paths["json"].write_text(json.dumps({
+    write_text(paths["json"], json.dumps({
         "run_id": run.id, "workload": run.workload, "problem": run.problem,
         "objectives": [n.lstrip("-") for n in run.objective_names], "thresholds": run.thresholds,
         "baselines": baselines or {}, "evaluated": len(individuals), "front": rows}, indent=1))

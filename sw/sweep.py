@@ -38,6 +38,7 @@ from tqdm import tqdm
 
 from sw import corruptions
 from sw.corrupted_dataset import CorruptedDataset, cache_dir_for
+from sw.durable import atomic_write
 from sw.errors import UserError
 from sw.evaluation import Batches, evaluate
 
@@ -355,7 +356,7 @@ def write_outputs(result: SweepResult, out_dir: Path, *, title: str = "") -> dic
 def write_csv(result: SweepResult, path: Path) -> None:
     fields = ["model", "weighted_bits", "dram_energy", "condition", "severity", *result.metric_names,
               f"{result.metric}_drop"]
-    with path.open("w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         for model in result.models:

@@ -17,6 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from sw.datasets import build_loader
+from sw.durable import atomic_write
 from sw.evaluation import evaluate
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,8 @@ def train_and_cache(workload, model: nn.Module, *, progress: bool = False) -> Pa
     test = evaluate(model, build_loader(workload.dataset("reevaluation")), workload.accuracy.metrics)
     print("fp32 test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     path = cached_checkpoint(workload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(model.state_dict(), tmp)
-    tmp.replace(path)  # atomic: a killed run never leaves a half-written checkpoint
+    with atomic_write(path, "wb") as fh:  # a killed run never leaves a half-written checkpoint
+        torch.save(model.state_dict(), fh)
     return path
 
 

@@ -21,7 +21,6 @@ Modelling choices (documented in energy/README.md):
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import tempfile
 from importlib import metadata

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -99,8 +100,12 @@ class Result:
 
 
 def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work: Path,
-              extra_env: dict | None = None, tests: tuple[str, ...] | None = None) -> Result:
-    """Compile one build and run its tests; never raises for a failing test."""
+              extra_env: dict | None = None, tests: tuple[str, ...] | None = None,
+              quiet_runner: bool = False) -> Result:
+    """Compile one build and run its tests; never raises for a failing test.
+
+    quiet_runner: hide the cocotb runner's log line per command it runs.
+    """
     from cocotb_tools.check_results import get_results
     from cocotb_tools.runner import get_runner
 
@@ -114,6 +119,8 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
         results_xml.unlink()
     start = time.time()
     runner = get_runner(sim)
+    if quiet_runner:
+        runner.log.setLevel(logging.WARNING)
     sources = read_sources(rtl_dir) + [TB_DIR / "hdl" / s for s in build.extra_sources]
     # --output-split 0: one C++ file, so the wheel's precompiled-header rule (its -include flag is
     # missing from verilated.mk) is never used

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     if args.force or not path.exists():
         train_and_cache(study.workload, build_architecture(study.workload), progress=args.progress)
     else:
-        print(f"cached checkpoint is up to date (use --force to retrain)")
+        print("cached checkpoint is up to date (use --force to retrain)")
     metrics = study.evaluate(study.fp32_model, "reevaluation")
     print("fp32 test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     print(f"checkpoint: {path}")
