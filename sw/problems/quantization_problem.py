@@ -2,11 +2,13 @@
 
 Decision vector: one integer per quantized layer (`explore: tied`: weights and inputs share
 it) or two (`explore: separate`: weight bits, then input bits). Objectives (minimised by
-pymoo): `-accuracy` of the first metric and a cost. Constraints: `threshold_k - metric_k <= 0`
+pymoo): `-accuracy` of the first metric and a cost, named after the workload's
+`search.weighting` (e.g. `params_weighted`). Constraints: `threshold_k - metric_k <= 0`
 for every metric with a minimum accuracy.
 
 Other problems reuse `QuantizationProblem` with another cost function (see
-`energy_aware_quant_problem`).
+`energy_aware_quant_problem`) or another decision vector (`var_names`, `xl`, `xu`: their
+`update_params_function` gives the vector its meaning).
 """
 
 from __future__ import annotations
@@ -49,24 +51,28 @@ def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode
 
 
 class QuantizationProblem(ElementwiseProblem):
-    """Elementwise pymoo problem over integer bit widths.
+    """Elementwise pymoo problem over integer decision vectors (bit widths by default).
 
-    Picklable for process/dask runners: only the workload path and thresholds travel; a worker
-    rebuilds the calibrated model once from the workload (and its calibration file).
+    A candidate is applied with the study's plugin (`update_params_function`); the cost is a
+    function of the resulting bits per layer. Picklable for process/dask runners: only the
+    workload path and thresholds travel; a worker rebuilds the calibrated model once from the
+    workload (and its calibration file).
     """
 
     def __init__(self, study, qmodel, cost: CostFunction, cost_name: str, thresholds: Sequence[float],
-                 elementwise_runner=None):
+                 elementwise_runner=None, *, var_names: Sequence[str] | None = None,
+                 xl: Sequence[int] | None = None, xu: Sequence[int] | None = None):
         w = study.workload
         self.study, self.qmodel, self.cost, self.cost_name = study, qmodel, cost, cost_name
         self.thresholds = [float(t) for t in thresholds]
         self.metric_names = list(w.accuracy.metrics)
         self.mode = w.quantization.explore
-        self.var_names = variable_names(qmodel.layer_names, self.mode)
+        self.var_names = list(var_names) if var_names is not None else variable_names(qmodel.layer_names, self.mode)
         n_var = len(self.var_names)
         kwargs = {} if elementwise_runner is None else {"elementwise_runner": elementwise_runner}
         super().__init__(n_var=n_var, n_obj=2, n_ieq_constr=len(self.thresholds),
-                         xl=np.full(n_var, w.search.bits.lower), xu=np.full(n_var, w.search.bits.upper),
+                         xl=np.full(n_var, w.search.bits.lower) if xl is None else np.asarray(xl),
+                         xu=np.full(n_var, w.search.bits.upper) if xu is None else np.asarray(xu),
                          vtype=int, **kwargs)
 
     @property
@@ -123,7 +129,12 @@ class UniformFirstSampling(Sampling):
         return np.vstack([*uniform, *rest]).astype(int) if len(rest) else np.vstack(uniform).astype(int)
 
 
-# -- the five plugin functions ---------------------------------------------------------------------
+# -- the plugin functions --------------------------------------------------------------------------
+def variable_names_function(study) -> list[str]:
+    return variable_names(study.quantized_model.layer_names, study.workload.quantization.explore)
+
+
+
 def init_function(model, study):
     """Wrap the fp32 model, calibrate it (or load the calibration file), quantize weights once."""
     from sw.calibration import ensure_calibrated
@@ -141,7 +152,8 @@ def update_params_function(qmodel, x, study) -> None:
 
 
 def prepare_exploration_function(qmodel, study, thresholds, elementwise_runner=None) -> QuantizationProblem:
-    return QuantizationProblem(study, qmodel, study.weighted_bits, "weighted_bits", thresholds, elementwise_runner)
+    return QuantizationProblem(study, qmodel, study.weighted_bits, study.workload.search.weighting, thresholds,
+                               elementwise_runner)
 
 
 def sampling_method(study) -> Sampling:
