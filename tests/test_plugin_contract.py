@@ -82,19 +82,27 @@ def test_evaluate_and_cosim_selection_go_through_the_plugin(explored, capsys):
 
 
 def test_weather_sweep_and_retrain_apply_the_plugins_vector(explored, capsys):
-    study = Study(explored)
-    row, _ = study.select_point(0)
-    argv = ["weather-sweep", str(explored), "--point", "0", "--conditions", "fog", "--severities", "1",
-            "--workers", "1", "--no-progress"]
-    assert main(argv) == 0
-    capsys.readouterr()
     import csv
 
-    with (study.results_dir / "weather" / "sweep.csv").open() as fh:
-        sweep = {(r["model"], r["condition"]): r for r in csv.DictReader(fh)}
-    assert {m for m, _ in sweep} == {"fp32", "int8", "P0"}
-    # P0 on clean exploration data is exactly what the search measured for it
-    assert float(sweep[("P0", "clean")]["top1"]) == pytest.approx(row["top1"], abs=1e-6)
+    study = Study(explored)
+    run, rows = study.front()
+    argv = ["weather-sweep", str(explored), "--conditions", "fog", "--severities", "1", "--workers", "1",
+            "--no-progress"]
+
+    def swept() -> dict:
+        with (study.results_dir / "weather" / "sweep.csv").open() as fh:
+            return {(r["model"], r["condition"]): r for r in csv.DictReader(fh)}
+
+    assert main(argv) == 0  # the whole front
+    sweep = swept()
+    assert {m for m, _ in sweep} == {"fp32", "int8"} | {f"P{row['point']}" for row in rows}
+    for row in rows:  # a point on clean exploration data is exactly what the search measured for it
+        assert float(sweep[(f"P{row['point']}", "clean")]["top1"]) == pytest.approx(row["top1"], abs=1e-6)
+    assert main([*argv, "--point", "best"]) == 0  # one point: the best on held-out data
+    best = rows[json.loads((study.results_dir / "front.json").read_text())["best"]]
+    assert {m for m, _ in swept()} == {"fp32", "int8", f"P{best['point']}"}
+    capsys.readouterr()
+    row = rows[0]
 
     assert main(["retrain", str(explored), "--point", "0", "--epochs", "1"]) == 0
     out = capsys.readouterr().out

@@ -70,6 +70,8 @@ def test_every_numeric_key_has_a_range():
 
 
 def bad_values(spec: Scalar) -> list:
+    if spec.min is None:  # test_every_numeric_key_has_a_range says which
+        return []
     low = spec.min if spec.exclusive_min else spec.min - (1 if spec.type is int else 0.5)
     values = [low] + ([spec.max + 1] if spec.max is not None else [])
     return values + ([math.nan, math.inf] if spec.type is float else [])
