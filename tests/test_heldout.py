@@ -175,6 +175,16 @@ def test_explore_prints_and_writes_heldout_metrics_of_every_point(write_workload
     assert written["baselines"]["int8"]["heldout_top1"] == pytest.approx(
         quantized_accuracy(study, study.uniform_bits(8)), abs=1e-9)
 
+    # killed while re-evaluating: the run is not finished yet and the last point's row is missing
+    with sqlite3.connect(study.db_path) as conn:
+        conn.execute("UPDATE runs SET finished = NULL WHERE id = ?", (written["run_id"],))
+        conn.execute("DELETE FROM heldout WHERE model = ?", (json.dumps(study.point_vector(rows[-1])),))
+    assert main(["explore", str(path), "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert f"resuming run {written['run_id']}" in out and "evaluated 0 new individuals" in out
+    assert f"held-out re-evaluation on the reevaluation data: 1 evaluated, {len(rows) + 1} from the database" in out
+    assert json.loads((study.results_dir / "front.json").read_text())["front"] == rows
+
     assert main(["explore", str(path)]) == 0  # a second run: the held-out numbers come from the database
     assert f"held-out re-evaluation on the reevaluation data: 0 evaluated, {len(rows) + 2} from the database" \
         in capsys.readouterr().out

@@ -58,10 +58,11 @@ def run(args: argparse.Namespace) -> int:
             for i, name in enumerate(study.variable_names):
                 print(f"{i:>3}  {name}")
             return 0
-        if args.uniform is not None or args.bits is None and args.point is None:
-            layer_bits = study.uniform_bits(w.quantization.baseline_bits if args.uniform is None else args.uniform)
+        if args.bits is None and args.point is None:  # --uniform B, or the baseline bits
+            bits = w.quantization.baseline_bits if args.uniform is None else args.uniform
+            layer_bits = study.uniform_bits(bits)
             check_bits(layer_bits, "--uniform")
-            label = f"uniform {next(iter(layer_bits.values()))[0]} bits"
+            label = f"uniform {bits} bits"
             metrics = study.evaluate_bits(layer_bits, args.phase)
         else:
             if args.point is not None:
@@ -74,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             layer_bits = study.decode(x)
             check_bits(layer_bits, "--point" if args.point is not None else "--bits")
             metrics = study.evaluate_point(x, args.phase)
-        print(f"bits per layer: " + ", ".join(f"{n}={wb}/{ib}" for n, (wb, ib) in layer_bits.items()))
+        print("bits per layer: " + ", ".join(f"{n}={wb}/{ib}" for n, (wb, ib) in layer_bits.items()))
         print(f"weighted bits ({w.search.weighting}): {study.weighted_bits(layer_bits):.4f}")
     print(f"{label} on {args.phase}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -83,11 +83,11 @@ def run(args: argparse.Namespace) -> int:
             run_nsga2(problem, algorithm, recorder, w.search.generations, w.search.seed, progress=args.progress)
         finally:
             backend.close()
-        db.finish_run(recorder.run_id)
-        run_record = db.run(recorder.run_id)
         individuals = db.individuals(recorder.run_id)
         front = pareto_front(individuals)
         heldout = reevaluate(study, db, front, base)
+        db.finish_run(recorder.run_id)  # only now: a run killed while re-evaluating is resumed with --resume
+        run_record = db.run(recorder.run_id)
 
     paths = write_front(run_record, individuals, study.results_dir, heldout, baselines=base)
     print(f"evaluated {recorder.evaluated} new individuals ({recorder.reused} from the database), "
