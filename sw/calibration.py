@@ -160,6 +160,8 @@ def save_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
                  "unsigned": bool(q.unsigned)}
         if getattr(q, "aciq_stats", None):
             entry["aciq"] = q.aciq_stats
+        if hasattr(q, "extra_calibration"):  # e.g. the asymmetric range of sw.presets.AffineQuantizer
+            entry.update(q.extra_calibration())
         quantizers[name] = entry
     payload = {"format": FORMAT, "identity": identity, "quantizers": quantizers}
     return write_text(path, json.dumps(payload, indent=1))
@@ -195,6 +197,8 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         q.unsigned = bool(entry["unsigned"])
         if "aciq" in entry:
             q.aciq_stats = entry["aciq"]
+        if hasattr(q, "load_extra_calibration"):
+            q.load_extra_calibration(entry)
 
 
 def calibration_identity(study) -> dict[str, Any]:
@@ -216,5 +220,5 @@ def ensure_calibrated(qmodel: QuantizedModel, study, *, force: bool = False) -> 
             return path
     c = study.workload.calibration
     calibrate(qmodel, study.batches("calibration"), c.method, percentile=c.percentile,
-              unsigned_activations=study.workload.quantization.unsigned_activations, progress=study.progress)
+              unsigned_activations=qmodel.settings.unsigned_activations, progress=study.progress)
     return save_calibration(qmodel, path, identity)

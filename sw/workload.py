@@ -117,6 +117,12 @@ QUANTIZATION = Section({
     "activation_quantizers": Scalar(str, default="none", choices=("none", "relu"),
                                     doc="extra activation quantizers after modules of this kind"),
     "baseline_bits": Scalar(int, default=8, min=2, max=MAX_BITS),
+    "graph": Scalar(str, default="fx", choices=("fx", "modules"),
+                    doc="fx: trace the model, quantizers also after residual adds, concatenations and functional "
+                        "activations (sw/graph.py); modules: swap Conv2d/Linear only"),
+    "fold_bn": Scalar(bool, default=False, doc="fold batch norm into the conv/linear before it, before calibration"),
+    "preset": Scalar(str, default="hw", choices=("hw", "tensorrt", "snpe", "pow2"),
+                     doc="backend rules for every quantizer (sw/presets.py); hw: what the converter RTL implements"),
 }, default={})
 
 CALIBRATION = Section({
