@@ -133,6 +133,7 @@ class QuantizedModel(nn.Module):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...] | list[int], settings: QuantSettings = QuantSettings()):
         super().__init__()
         self.settings = settings
+        self.input_shape = tuple(input_shape)
         self.model = prepare_fp32(model, tuple(input_shape), graph=settings.graph, fold_bn=settings.fold_bn)
         self._replace_layers()
         self.model_input = ActivationQuantizer(_input_descriptor(settings))
