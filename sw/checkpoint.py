@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import torch
 
 from sw.durable import atomic_write, write_text
-from sw.errors import DataError
+from sw.errors import DataError, first_line
 
 FORMAT = "mpq-quantized-checkpoint/1"
 
@@ -82,7 +82,8 @@ def read_checkpoint(stem: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]
     try:
         state = torch.load(pt, map_location="cpu", weights_only=True)
     except Exception as exc:  # unreadable, not a torch file, or pickled code
-        raise DataError(f"{pt}: expected tensors loadable with torch.load(weights_only=True) ({exc})") from None
+        first = first_line(exc)
+        raise DataError(f"{pt}: expected tensors loadable with torch.load(weights_only=True) ({first})") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise DataError(f"{pt}: expected a flat dict of tensors")
     return meta, state
@@ -123,7 +124,7 @@ def load_checkpoint(qmodel, stem: Path, *, model_name: str | None = None) -> dic
     try:
         qmodel.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
+        first = first_line(exc)
         raise DataError(f"{_paths(stem)[0]}: tensors do not match the workload's quantized model ({first})") from None
     qmodel.freeze_weights()
     return layer_bits

@@ -35,6 +35,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sw import bn_folding
+from sw.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def trace(model: nn.Module) -> fx.GraphModule | None:
     try:
         return fx.symbolic_trace(model)
     except Exception as exc:  # TraceError, TypeError, ... anything fx cannot follow
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        reason = first_line(exc)
         log.warning("torch.fx cannot trace %s (%s); falling back to module swap: residual adds, "
                     "concatenations and functional activations get no quantizers", type(model).__name__, reason)
         return None

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from sw.deploy.lowering import DeployGraph, Op, UnsupportedOp
 from sw.durable import atomic_write, write_text
-from sw.errors import DataError
+from sw.errors import DataError, first_line
 from sw.presets import QuantParams
 
 FORMAT = "mpq-integer-model/1"
@@ -272,7 +272,7 @@ class IntegerModel:
             payload = json.loads(js.read_text())
             tensors = torch.load(pt, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise DataError(f"{stem}: expected an integer model ({js.name} + {pt.name}) ({exc})") from None
+            raise DataError(f"{stem}: expected an integer model ({js.name} + {pt.name}) ({first_line(exc)})") from None
         if payload.get("format") != FORMAT:
             raise DataError(f"{js}: expected an integer model of format {FORMAT}")
         ops = [IntOp(o["kind"], o["output"], o["inputs"], {k: _tuples(v) for k, v in o["ints"].items()},

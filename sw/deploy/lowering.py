@@ -21,7 +21,7 @@ from pytorch_quantization.nn import TensorQuantizer
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from sw.errors import UserError
+from sw.errors import UserError, first_line
 from sw.presets import QuantParams, quant_params
 
 
@@ -63,7 +63,7 @@ def _graph_module(qmodel) -> fx.GraphModule:
     try:
         return fx.GraphModule(qmodel.model, _LeafTracer().trace(qmodel.model))
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        first = first_line(exc)
         raise UnsupportedOp(f"export needs a model torch.fx can trace ({first})") from None
 
 

@@ -1,0 +1,145 @@
+"""LSQ / STE quantization-aware training: gradients against finite differences, the forward
+against pytorch-quantization, QAT through the CLI, and the checkpoint it writes."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+import torch
+from pytorch_quantization.nn import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor, fake_tensor_quant
+
+from sw.cli import main
+from sw.lsq import LsqFunction, LsqQuantizer
+
+
+def _surrogate(x: np.ndarray, s: np.ndarray, x0: np.ndarray, s0: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The straight-through surrogate of fake quantization around (x0, s0), in float64: inside
+    the code range the rounding offset delta = round(x0/s0) - x0/s0 is frozen (out = x + s * delta);
+    below / above it the code is lo / hi (out = s * lo / s * hi)."""
+    v0 = x0 / s0
+    delta = np.round(v0) - v0
+    return np.where(v0 < lo, s * lo, np.where(v0 > hi, s * hi, x + s * delta))
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("bits, unsigned", [(2, False), (4, False), (3, True), (8, False)])
+def test_lsq_gradients_match_finite_differences(per_channel, bits, unsigned):
+    rng = np.random.default_rng(bits + 10 * per_channel)
+    x = rng.normal(size=(4, 6, 3)).astype(np.float32) * 2.0
+    if unsigned:
+        x = np.abs(x)
+    max_bound = 2.0 ** (bits - 1 + int(unsigned)) - 1
+    lo, hi = (0.0 if unsigned else -max_bound - 1), max_bound
+    shape = (4, 1, 1) if per_channel else ()
+    s0 = (rng.uniform(0.5, 1.5, size=shape) * 2.0 / max_bound).astype(np.float32)  # some elements clip
+    w = rng.normal(size=x.shape)  # upstream gradient dL/dout
+    xt = torch.tensor(x, requires_grad=True)
+    st = torch.tensor(s0, requires_grad=True)
+    out = LsqFunction.apply(xt, st, max_bound, lo, hi, 1.0)
+    (out.double() * torch.tensor(w)).sum().backward()
+    s64 = s0.astype(np.float64)
+    h = 1e-6
+    # d/ds: one finite difference per step element
+    fd = np.zeros(int(np.size(s0)))
+    for i in range(fd.size):
+        e = np.zeros_like(fd)
+        e[i] = h
+        e = e.reshape(np.shape(s0))
+        fd[i] = ((_surrogate(x, s64 + e, x, s64, lo, hi) - _surrogate(x, s64 - e, x, s64, lo, hi)) * w).sum() / (2 * h)
+    np.testing.assert_allclose(st.grad.numpy().reshape(-1), fd, rtol=1e-4, atol=1e-4)
+    # d/dx: finite difference of the surrogate for every element
+    x64 = x.astype(np.float64)
+    fdx = np.zeros_like(x64)
+    for idx in np.ndindex(x.shape):
+        e = np.zeros_like(x64)
+        e[idx] = h
+        fdx[idx] = ((_surrogate(x64 + e, s64, x64, s64, lo, hi) - _surrogate(x64 - e, s64, x64, s64, lo, hi)) * w).sum() / (2 * h)
+    np.testing.assert_allclose(xt.grad.numpy(), fdx, rtol=1e-5, atol=1e-5)
+    assert (fdx == 0).any() and (fdx != 0).any()  # both clipped and passed-through elements occur
+
+
+def test_lsq_gradient_scale_is_one_over_sqrt_elements_times_max_code():
+    """LsqQuantizer scales the step gradient by g = 1 / sqrt(N * hi), N = elements of one sample."""
+    q = LsqQuantizer(TensorQuantizer(QuantDescriptor(num_bits=4, amax=2.0)))
+    x = torch.randn(8, 3, 5, 5, generator=torch.Generator().manual_seed(0))
+    q(x).sum().backward()
+    plain = torch.tensor(2.0 / 7, requires_grad=True)  # the same step, gradient scale 1
+    LsqFunction.apply(x, plain, 7.0, -8.0, 7.0, 1.0).sum().backward()
+    assert q.step.grad.item() == pytest.approx(plain.grad.item() / math.sqrt(3 * 5 * 5 * 7), rel=1e-6)
+    assert plain.grad.item() != 0
+
+
+@pytest.mark.parametrize("bits, unsigned, narrow", [(2, False, False), (4, False, True), (5, True, False), (8, False, False)])
+def test_lsq_forward_is_pytorch_quantizations_fake_quant(bits, unsigned, narrow):
+    x = torch.randn(4096) * 3
+    if unsigned:
+        x = x.abs()
+    amax = torch.tensor(2.5)
+    q = LsqQuantizer(TensorQuantizer(QuantDescriptor(num_bits=bits, unsigned=unsigned, narrow_range=narrow, amax=2.5)))
+    expected = fake_tensor_quant(x, q.amax, bits, unsigned, narrow)
+    assert torch.equal(q(x), expected)
+    assert float(q.amax) == pytest.approx(float(amax), rel=1e-6)
+
+
+# -- QAT through the CLI -------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    import yaml
+
+    from conftest import TINY, deep_update
+
+    root = tmp_path_factory.mktemp("qat")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(deep_update(TINY, {"results": {"dir": str(root / "results")}})))
+    return path
+
+
+@pytest.mark.parametrize("method", ["lsq", "ste"])
+def test_retrain_trains_every_layer_and_writes_a_loadable_checkpoint(workload, method, capsys):
+    from sw.study import Study
+
+    study = Study(workload)
+    before = {n: l.weight.detach().clone() for n, l in study.quantized_model.layers().items()}
+    before = {n: study.quantized_model.fp32_weight(n).clone() for n in before}
+    amax_before = {a: q.amax.detach().clone() for a, q in study.quantized_model.quantizers().items()}
+    assert main(["retrain", str(workload), "--uniform", "4", "--method", method, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    after_line = next(line for line in out.splitlines() if "after" in line)
+    after_top1 = float(after_line.split("top1")[1].split()[0])
+    stem = study.results_dir / "retrain" / f"uniform4_{method}"
+    assert stem.with_suffix(".pt").exists() and stem.with_suffix(".json").exists()
+    state = torch.load(stem.with_suffix(".pt"), weights_only=True)
+    # every layer was trained: the straight-through gradient reaches the first conv
+    for name, w in before.items():
+        key = next(k for k in state if k.endswith(f"{name}.weight") and "quantizer" not in k)
+        assert not torch.equal(state[key], w), f"{name} did not change: no gradient reached it"
+    loaded = Study(workload)
+    from sw.checkpoint import load_checkpoint
+
+    bits = load_checkpoint(loaded.quantized_model, stem)
+    assert set(bits.values()) == {(4, 4)}
+    changed = [a for a, q in loaded.quantized_model.quantizers().items()
+               if not torch.allclose(q.amax, amax_before[a].reshape(q.amax.shape))]
+    assert bool(changed) == (method == "lsq")  # LSQ learns the steps, STE keeps the calibrated ranges
+    with open(stem.parent / "retrain.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    row = next(r for r in rows if r["method"] == method)
+    assert row["label"] == "uniform4" and float(row["after_top1"]) == pytest.approx(after_top1, abs=1e-4)
+    # evaluate loads the checkpoint and reproduces the after-QAT metric
+    assert main(["evaluate", str(workload), "--checkpoint", str(stem)]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert float(line.split("top1")[1]) == pytest.approx(after_top1, abs=1e-4)
+
+
+def test_a_bad_checkpoint_is_one_clear_error(workload, tmp_path, capsys):
+    (tmp_path / "bad.pt").write_bytes(b"not a torch file")
+    (tmp_path / "bad.json").write_text('{"format": "mpq-quantized-checkpoint/1"}')
+    assert main(["evaluate", str(workload), "--checkpoint", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.pt" in err[0] and "weights_only" in err[0]
+    assert main(["evaluate", str(workload), "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "missing.json" in capsys.readouterr().err
