@@ -109,6 +109,15 @@ def test_integer_model_file_round_trip(tmp_path):
     assert "float" not in json.dumps([op["ints"] for op in json.loads((tmp_path / "m.json").read_text())["ops"]])
 
 
+def test_weights_off_the_integer_grid_are_refused():
+    qmodel = _quantized()
+    layer = qmodel.layers()["conv2"]
+    with torch.no_grad():
+        layer.weight.data = layer.weight.data + 1e-4  # e.g. a correction applied after quantization
+    with pytest.raises(UnsupportedOp, match="conv2: its weights are not on the quantizer's integer grid"):
+        lower(qmodel)
+
+
 def test_module_swap_residual_add_is_refused_with_advice():
     qmodel = _quantized(graph="modules")
     with pytest.raises(UnsupportedOp, match="quantization.graph: fx"):

@@ -57,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         study.quantized_model.set_layer_bits(study.uniform_bits(args.uniform))
         label, info = f"uniform{args.uniform}", {"point": "", "source": "uniform"}
     out = args.out or study.results_dir / "deploy"
+    s = study.quantized_model.settings  # files of non-default settings are told apart by name
+    label += "".join(suffix for suffix, differs in ((f"_{s.preset}", s.preset != "hw"), ("_foldbn", s.fold_bn),
+                                                   ("_modules", s.graph != "fx")) if differs)
     formats = list(dict.fromkeys(args.format))
     try:
         row = export_configuration(study, label, formats, out, info=info, progress=args.progress)
