@@ -155,15 +155,8 @@ def params_lo(qmodel, layer: str) -> int:
 
 # -- the export command on the (tiny) default workload --------------------------------------------
 @pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    import yaml
-
-    from conftest import TINY, deep_update
-
-    root = tmp_path_factory.mktemp("deploy")
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(deep_update(TINY, {"results": {"dir": str(root / "results")}})))
-    return path
+def workload(tiny_workload):
+    return tiny_workload
 
 
 def test_integer_model_vs_fake_quant_on_the_default_workload(workload):

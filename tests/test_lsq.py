@@ -87,15 +87,8 @@ def test_lsq_forward_is_pytorch_quantizations_fake_quant(bits, unsigned, narrow)
 
 # -- QAT through the CLI -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def workload(tmp_path_factory):
-    import yaml
-
-    from conftest import TINY, deep_update
-
-    root = tmp_path_factory.mktemp("qat")
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(deep_update(TINY, {"results": {"dir": str(root / "results")}})))
-    return path
+def workload(tiny_workload):
+    return tiny_workload
 
 
 @pytest.mark.parametrize("method", ["lsq", "ste"])

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sw.commands._configuration import add_configuration_arguments, apply_configuration
 from sw.csv_table import upsert_rows
 from sw.errors import UserError
 from sw.study import Study
-from sw.workload import MAX_BITS
 
 HELP = "export a Pareto point / uniform bits / QAT checkpoint as QDQ ONNX, integer model or checkpoint, verified"
 
@@ -17,14 +17,7 @@ HELP = "export a Pareto point / uniform bits / QAT checkpoint as QDQ ONNX, integ
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from sw.deploy.export import FORMATS
 
-    parser.add_argument("workload", nargs="?", help="workload YAML (default: the embedded study)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--point", metavar="N|best",
-                       help="point N of the latest Pareto front, or best: the cheapest point that meets the "
-                            "accuracy constraint on held-out data")
-    which.add_argument("--uniform", type=int, metavar="B", help="every layer at B bits")
-    which.add_argument("--checkpoint", type=Path, metavar="STEM",
-                       help="a quantized checkpoint (python -m sw retrain: STEM.pt + STEM.json)")
+    add_configuration_arguments(parser, checkpoint=True)
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), metavar="FORMAT",
                         help="onnx: QDQ ONNX run in onnxruntime; int: the integer-only reference model; "
                              "state_dict: weights + quantizer state (default: all three)")
@@ -42,24 +35,8 @@ def run(args: argparse.Namespace) -> int:
 
     study = Study(args.workload, progress=args.progress)
     w = study.workload
-    if args.checkpoint is not None:
-        from sw.checkpoint import load_checkpoint
-
-        load_checkpoint(study.quantized_model, args.checkpoint, model_name=w.model.name)
-        label, info = args.checkpoint.with_suffix("").name, {"point": "", "source": str(args.checkpoint)}
-    elif args.point is not None:
-        row, _ = study.select_point(args.point)
-        study.apply(study.point_vector(row))
-        label, info = f"point{row['point']}", {"point": row["point"], "source": "front"}
-    else:
-        if not 2 <= args.uniform <= MAX_BITS:
-            raise UserError(f"--uniform: expected a bit width in [2, {MAX_BITS}], got {args.uniform}")
-        study.quantized_model.set_layer_bits(study.uniform_bits(args.uniform))
-        label, info = f"uniform{args.uniform}", {"point": "", "source": "uniform"}
+    label, info = apply_configuration(study, args)
     out = args.out or study.results_dir / "deploy"
-    s = study.quantized_model.settings  # files of non-default settings are told apart by name
-    label += "".join(suffix for suffix, differs in ((f"_{s.preset}", s.preset != "hw"), ("_foldbn", s.fold_bn),
-                                                   ("_modules", s.graph != "fx")) if differs)
     formats = list(dict.fromkeys(args.format))
     try:
         row = export_configuration(study, label, formats, out, info=info, progress=args.progress)

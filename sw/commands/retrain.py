@@ -8,24 +8,19 @@ import time
 from pathlib import Path
 
 from sw.checkpoint import save_checkpoint
+from sw.commands._configuration import add_configuration_arguments, apply_configuration
 from sw.datasets import build_loader
 from sw.errors import UserError
 from sw.heldout import PHASE as HELDOUT
 from sw.study import Study
 from sw.csv_table import upsert_rows
 from sw.training import quantization_aware_training
-from sw.workload import MAX_BITS
 
 HELP = "quantization-aware retraining (QAT: STE or LSQ) of a Pareto point or a uniform bit width"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workload", nargs="?", help="workload YAML (default: the embedded study)")
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--point", metavar="N|best",
-                       help="point N of the latest Pareto front, or best: the cheapest point that meets the "
-                            "accuracy constraint on held-out data")
-    which.add_argument("--uniform", type=int, metavar="B", help="every layer at B bits")
+    add_configuration_arguments(parser, checkpoint=False)
     parser.add_argument("--method", choices=("ste", "lsq"), default="lsq",
                         help="ste: fixed calibrated ranges, straight-through rounding; lsq: learned step size per "
                              "tensor (activations) and per channel (per-channel weights) (default)")
@@ -47,15 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--lr: expected a positive learning rate, got {args.lr}")
     started = time.perf_counter()
     study = Study(args.workload, progress=args.progress)
-    if args.point is not None:
-        row, _ = study.select_point(args.point)
-        label, point = f"point{row['point']}", row["point"]
-        before = study.evaluate_point(study.point_vector(row), HELDOUT)
-    else:
-        if not 2 <= args.uniform <= MAX_BITS:
-            raise UserError(f"--uniform: expected a bit width in [2, {MAX_BITS}], got {args.uniform}")
-        label, point = f"uniform{args.uniform}", ""
-        before = study.evaluate_bits(study.uniform_bits(args.uniform), HELDOUT)
+    label, info = apply_configuration(study, args)
+    before = study.evaluate(study.quantized_model, HELDOUT)
     qmodel = study.quantized_model
     layer_bits = qmodel.layer_bits()
     spec = study.workload.dataset("retraining")
@@ -68,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{label}: before QAT ({HELDOUT}) {_fmt(before)}")
     print(f"{label}: after {args.method.upper()} QAT ({HELDOUT}) {_fmt(after)}")
     stem = args.output or study.results_dir / "retrain" / f"{label}_{args.method}"
+    point = info["point"]
     info = {"kind": "qat", "label": label, "point": point, "method": args.method, "epochs": args.epochs,
             "lr": args.lr, "phase": HELDOUT, "before": before, "after": after}
     pt, js = save_checkpoint(qmodel, stem, workload=study.workload, info=info)

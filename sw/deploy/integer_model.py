@@ -4,26 +4,30 @@ Every tensor between the input and the output is an int64 torch tensor holding i
 per-channel step and zero point known at build time (real value = (v - zp) * step):
 
 - quantizer outputs are b-bit codes (`clamp(.., lo, hi)`);
-- conv / linear multiply codes minus zero points and add an integer bias (`round(bias / step)`)
-  in an accumulator checked to fit int32 (`IntegerModel.max_abs` records every value's
-  largest magnitude; `fits_int32`);
+- conv / linear multiply codes minus zero points (int64 products, int32-bounded sums) and
+  add an integer bias; the accumulator carries F fraction bits (`acc << F` + `round(bias / step)`),
+  F per layer as large as keeps every value up to the next requantization below 2^30 in the
+  worst case (a static bound from the codes' ranges and the weights: `static_bound` < 2^31, so
+  every accumulator fits int32; `max_abs` records what the data reached, `fits_int32`);
 - batch norm left unfolded is a per-channel sign and integer offset (its scale moves into the
   step); ReLU is `max(v, zp)`, max pooling is exact, average pooling sums (the 1/N moves into
   the step), cat concatenates, flatten reshapes;
 - a quantizer after any of these *requantizes*: `code = clamp(rne((v - zp_in) * m0 >> shift) + zp, lo, hi)`,
-  with `m0 * 2^-shift` the fixed-point value (m0 < 2^30) of `step_in * scale_out`, per channel,
-  and rne = round half to even in integer arithmetic. An add/sub feeding a quantizer is fused
-  into one requantization with a multiplier per operand and a common shift.
+  with `m0 * 2^-shift` the 30-bit fixed-point value of `step_in * scale_out` per channel, and
+  rne = round half to even in integer arithmetic (int64 intermediate). An add/sub feeding a
+  quantizer is fused into one requantization, `rne(sum_i (v_i - zp_i) * m0_i >> shift)`, with
+  one shift as large as keeps every product below 2^60, so an operand with a fine step (an
+  accumulator) keeps its precision next to one with a coarse step (codes).
 
-No float is touched between `quantize_input` (the boundary: the fake quantizer's own fp32
-arithmetic on the image, as a camera interface would) and `dequantize_output`.
+No float is touched between `quantize_input` (the boundary: the model-input quantizer's own
+fp32 arithmetic on the image, as a camera interface would) and `dequantize_output`.
 
-Where it differs from the fake-quant model (fp32 throughout, `round(x * scale)`): the fake
-model's conv sums are fp32 (relative error ~1e-7), its biases are not rounded to the
+Where it can differ from the fake-quant model (fp32 throughout, `round(x * scale)`): the fake
+model's conv sums are fp32 (relative error ~1e-7), its bias is not rounded to 2^-F of the
 accumulator step, and its requantization multiplies in fp32 where this one uses a 30-bit
-fixed-point multiplier. A code can therefore differ by one where the fp32 value lies within
-about 1e-6 of a rounding boundary (x.5); `sw.deploy.verification` counts these per tensor.
-With the pow2 preset every multiplier is an exact power of two (a pure shift).
+fixed-point multiplier. A code can differ by one where the fp32 value lies within about 1e-6
+of a rounding boundary (x.5); `sw.deploy.verification` counts such codes per tensor. With the
+pow2 preset and BN folded every multiplier is an exact power of two (a pure shift).
 
 The program serialises to JSON (operations and integer attributes) + a tensors file
 (`torch.load(weights_only=True)`): `save` / `load`.
