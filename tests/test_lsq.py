@@ -136,3 +136,20 @@ def test_a_bad_checkpoint_is_one_clear_error(workload, tmp_path, capsys):
     assert len(err) == 1 and "bad.pt" in err[0] and "weights_only" in err[0]
     assert main(["evaluate", str(workload), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_cosim_runs_a_qat_checkpoint_bit_exactly(workload, tmp_path, capsys):
+    """The LSQ-trained amax and weights go through the simulated RTL like any searched point."""
+    from cosim.__main__ import main as cosim_main
+
+    stem = tmp_path / "ck"
+    assert main(["retrain", str(workload), "--uniform", "4", "--method", "lsq", "--epochs", "1",
+                 "--output", str(stem)]) == 0
+    capsys.readouterr()
+    assert cosim_main([str(workload), "--checkpoint", str(stem), "--layers", "features.0.0", "--images", "1",
+                       "--out", str(tmp_path / "cosim.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "features.0.0=4/4" in out and "PASS" in out
+    with open(tmp_path / "cosim.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows and all(r["bits"] == "4" for r in rows if r.get("bits"))
