@@ -16,7 +16,8 @@ from sw.errors import DataError
 from sw.graph import prepare_fp32
 from sw.models import DigitsCNN
 from sw.quantized_model import QuantizedModel, QuantSettings
-from tiny_graph_net import Branchy, images, randomise_batchnorm, tiny_residual
+from tiny_graph_net import (Branchy, EveryMergeForm, UnfoldableBatchNorm, images, randomise_batchnorm,
+                            tiny_residual)
 
 
 def test_fx_and_module_swap_are_bit_identical_on_the_default_cnn():
@@ -50,6 +51,29 @@ def test_graph_nodes_get_quantizers_with_stable_names():
     assert sorted(plain.layer_names) == sorted(fp32_layers)
     modules = QuantizedModel(model, (3, 16, 16), QuantSettings(graph="modules"))
     assert not any(n.endswith(".output") for n in modules.quantizers())  # the module swap misses them
+
+
+def test_every_merge_form_and_functional_relu_gets_a_quantizer_on_the_data_path():
+    """operator / Tensor-method / torch-function adds, sub, mul, cat and three functional ReLU forms
+    each get a quantizer; tensor-scalar arithmetic does not. Each quantizer is on the path: setting
+    only its bits to 2 changes the model's output."""
+    torch.manual_seed(0)
+    model = EveryMergeForm().eval()
+    qmodel = QuantizedModel(model, (3, 8, 8), QuantSettings(graph="fx", activation_quantizers="relu"))
+    graph_quantizers = {n for n in qmodel.quantizers() if n.endswith(".output")}
+    assert graph_quantizers == {f"{n}.output" for n in ("add", "add_1", "sub", "mul", "cat", "relu", "relu_1", "relu_2")}
+    without_relu = QuantizedModel(model, (3, 8, 8), QuantSettings(graph="fx"))
+    assert {n for n in without_relu.quantizers() if n.endswith(".output")} == {
+        f"{n}.output" for n in ("add", "add_1", "sub", "mul", "cat")}
+    data = images(8, 8)
+    calibrate(qmodel, [(data, None)], "max")
+    with torch.no_grad():
+        reference = qmodel(data)
+        for name in sorted(graph_quantizers):
+            q = qmodel.quantizers()[name]
+            q.num_bits = 2
+            assert not torch.equal(qmodel(data), reference), f"{name} is not on the data path"
+            q.num_bits = 8
 
 
 def test_resnet_residual_adds_are_named_by_their_block():
@@ -136,6 +160,33 @@ def test_a_wrong_fold_is_caught_by_the_check():
         broken.get_submodule("features.0.0").bias.add_(1e-3)  # a fold that forgot part of the shift
     with pytest.raises(DataError, match="batch-norm folding changed"):
         bn_folding.check_folding(model, broken, (3, 32, 32))
+
+
+def test_building_a_folded_model_checks_the_fold(monkeypatch):
+    """prepare_fp32 runs the 1e-5 check on every fold it makes: a wrong fold never reaches calibration."""
+    def fold_without_shift(layer, bn):  # forgets beta: a plausible bug
+        with torch.no_grad():
+            bn.bias.zero_()
+        original_fold(layer, bn)
+
+    original_fold = bn_folding.fold_into
+    monkeypatch.setattr(bn_folding, "fold_into", fold_without_shift)
+    for graph in ("fx", "modules"):
+        with pytest.raises(DataError, match="batch-norm folding changed the fp32 outputs"):
+            QuantizedModel(randomise_batchnorm(DigitsCNN(10)), (3, 32, 32), QuantSettings(graph=graph, fold_bn=True))
+
+
+def test_batchnorms_that_cannot_fold_stay_with_one_warning(caplog):
+    model = randomise_batchnorm(UnfoldableBatchNorm())
+    with caplog.at_level(logging.WARNING, logger="sw.graph"):
+        folded = prepare_fp32(model, (3, 8, 8), graph="fx", fold_bn=True)
+    remaining = {n for n, m in folded.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert remaining == {"bn_after_add", "bn_shared"}  # bn3 folded into conv3
+    messages = [r.getMessage() for r in caplog.records if r.name == "sw.graph"]
+    assert len(messages) == 1 and messages[0].startswith("2 batch-norm layer(s) could not be folded")
+    x = images(4, 8, seed=1)
+    with torch.no_grad():
+        assert _relative_change(folded(x), model(x)) <= bn_folding.TOLERANCE
 
 
 def test_folded_model_quantizes_with_the_same_layer_names():

@@ -69,3 +69,46 @@ def tiny_residual(seed: int = 0) -> TinyResidual:
 
 def images(n: int = 16, size: int = 16, seed: int = 0) -> torch.Tensor:
     return torch.rand((n, 3, size, size), generator=torch.Generator().manual_seed(seed))
+
+
+class EveryMergeForm(nn.Module):
+    """Each way a forward can merge two tensors or apply a functional ReLU, plus tensor-scalar
+    arithmetic (which no quantizer should follow: it is folded into the next scale)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 4, 3, padding=1)
+        self.b = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(12, 3)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        s = a + b  # operator.add
+        s = s.add(a)  # Tensor.add
+        d = torch.sub(s, b)  # torch.sub
+        m = d * b  # operator.mul
+        m = m * 0.5 + 1.0  # tensor-scalar: no quantizer
+        r = torch.cat([F.relu(m), torch.relu(d), s.relu()], dim=1)  # three functional ReLU forms
+        return self.fc(r.mean((2, 3)))
+
+
+class UnfoldableBatchNorm(nn.Module):
+    """BNs that must stay: one after an add (no layer to absorb it), one after a conv whose
+    output is also used elsewhere (folding would change that other use)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn_after_add = nn.BatchNorm2d(4)
+        self.bn_shared = nn.BatchNorm2d(4)
+        self.conv3 = nn.Conv2d(4, 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(4)  # the only foldable one
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        a = self.conv1(x)
+        y = self.bn_after_add(a + self.conv2(x))
+        z = self.bn_shared(a) + a
+        y = self.bn3(self.conv3(y + z))
+        return self.fc(y.mean((2, 3)))
