@@ -26,6 +26,7 @@ Modelling (see energy/README.md, "Timeloop"):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
@@ -81,6 +82,21 @@ def missing_parts() -> list[str]:
     if timeloopfe_python() is None:
         missing.append("timeloopfe")
     return missing
+
+
+@functools.lru_cache(maxsize=1)
+def stack_versions() -> str:
+    """timeloopfe and Accelergy versions of the installed stack (part of the cache key)."""
+    python = timeloopfe_python()
+    if python is None:
+        return "timeloopfe unknown"
+    code = "from importlib.metadata import version as v; print(v('timeloopfe'), v('accelergy'))"
+    try:
+        run = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+        fe, acc = run.stdout.split()
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return "timeloopfe unknown"
+    return f"timeloopfe {fe} accelergy {acc}"
 
 
 def shipped_accelerators() -> list[str]:
@@ -334,7 +350,7 @@ class TimeloopEngine(Engine):
                             f"got {mapping_objective!r}")
 
     def version(self) -> str:
-        return f"timeloop model r{MODEL_REVISION} map={self.mapping_objective}"
+        return f"{stack_versions()} model r{MODEL_REVISION} map={self.mapping_objective}"
 
     def folder(self) -> Path:
         """The accelerator directory: a shipped name or a path."""

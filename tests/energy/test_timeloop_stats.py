@@ -273,3 +273,11 @@ def test_shipped_eyeriss_like_mirrors_zigzags(wb, ib, ob):
     assert widths == {"DRAM_weights": wb, "DRAM_inputs": ib, "DRAM_outputs": ob}
     meshes = [n["spatial"] for n in arch["nodes"] if "spatial" in n]
     assert [m.get("meshX", m.get("meshY")) for m in meshes] == zz["operational_array"]["sizes"]
+
+
+def test_accelerators_command_lists_the_shipped_timeloop_ones():
+    from test_cli import run
+
+    result = run("accelerators", cwd=Path(__file__).parent)
+    assert result.returncode == 0, result.stderr
+    assert "timeloop accelerators: eyeriss_like" in result.stdout.splitlines()
