@@ -168,6 +168,16 @@ class DataspaceStats:
     def writes(self) -> float:
         return self.fills + self.updates
 
+    @property
+    def total_reads(self) -> float:
+        """Reads of all utilized instances."""
+        return self.reads * self.instances
+
+    @property
+    def total_writes(self) -> float:
+        """Fills and updates of all utilized instances."""
+        return self.writes * self.instances
+
 
 @dataclass
 class LevelStats:
@@ -298,7 +308,7 @@ def layer_metrics(stats: TimeloopStats, geometry: LayerGeometry, bits: dict[str,
             raise StatsError(f"the outermost memory holding {ds} is {level.name} ({level.technology}), not a DRAM")
         s = level.dataspaces[ds]
         scale = real / window if op == "i" else 1.0
-        reads, writes = s.reads * s.instances * scale, s.writes * s.instances * scale
+        reads, writes = s.total_reads * scale, s.total_writes * scale
         out[f"dram_{op}_read_bits"] = reads * bits[op] * g
         out[f"dram_{op}_write_bits"] = writes * bits[op] * g
         out[f"dram_{op}_read_words"] = math.ceil(reads / level.values_per_word) * g

@@ -62,7 +62,7 @@ def test_every_level_adds_up_to_timeloops_own_access_totals(name):
     totals = total_scalar_accesses(text(name))
     assert {lv.name for lv in stats.levels} == set(totals)
     for level in stats.levels:
-        ours = sum((d.reads + d.fills + d.updates) * d.instances for d in level.dataspaces.values())
+        ours = sum(d.total_reads + d.total_writes for d in level.dataspaces.values())
         assert ours == totals[level.name], level.name
 
 
@@ -178,6 +178,7 @@ def test_a_backing_level_that_is_not_dram_is_refused():
     (conv(3, 16, 32), (32 * 32, 34 * 34)),                 # 'same' 3x3: a one-value zero halo
     (conv(3, 16, 8, stride=2, pad=0), (7 * 7, 7 * 7)),     # 8 -> 3 outputs read columns 0..6 only
     (conv(3, 16, 8, stride=2, pad=1), (8 * 8, 9 * 9)),     # 8 -> 4 outputs: window -1..7
+    (conv(3, 16, 12, stride=3, pad=1), (11 * 11, 12 * 12)),  # 12 -> 4 outputs: window -1..10, column 11 unused
     (conv(3, 16, 9, k=3, dilation=2, pad=2), (9 * 9, 13 * 13)),
     (conv(64, 10, 1, k=1, pad=0), (1, 1)),
 ])
