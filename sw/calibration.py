@@ -55,9 +55,11 @@ class Recipe:
     percentile: float = 99.99
     bit_allocation: bool = False
     bias_correction: str = "none"  # none, mean, mean_variance
+    search_methods: tuple[str, ...] = ()  # input clippings the search may pick per layer (besides `method`)
 
     def __post_init__(self) -> None:
         for value, allowed, what in ((self.method, METHODS, "calibration method"),
+                                     *((m, METHODS, "search method") for m in self.search_methods),
                                      (self.weight_method, WEIGHT_METHODS, "weight calibration method"),
                                      (self.prior, PRIORS, "ACIQ prior"),
                                      (self.bias_correction, CORRECTIONS, "bias correction")):
@@ -68,20 +70,23 @@ class Recipe:
     def from_workload(cls, workload) -> "Recipe":
         c = workload.calibration
         return cls(method=c.method, weight_method=c.weight_method, prior=c.prior, percentile=c.percentile,
-                   bit_allocation=c.bit_allocation, bias_correction=c.bias_correction)
+                   bit_allocation=c.bit_allocation, bias_correction=c.bias_correction,
+                   search_methods=tuple(c.search_methods or ()))
 
 
 def _is_weight(name: str) -> bool:
     return name.endswith(".weight")
 
 
-def _activation_clipping(recipe: Recipe, q: TensorQuantizer, stats: RunningMoments) -> Clipping | None:
-    if recipe.method in HISTOGRAM_METHODS:
+def _activation_clipping(method: str, recipe: Recipe, q: TensorQuantizer, stats: RunningMoments) -> Clipping:
+    if method in HISTOGRAM_METHODS:
         histogram = Histogram.from_calibrator(q._calibrator)
-        return None if histogram is None else HistogramClipping(recipe.method, histogram, recipe.percentile)
-    if recipe.method == "aciq":
+        if histogram is None:
+            raise ValueError(f"{method} calibration needs the histogram calibrator (QuantSettings.calib_method)")
+        return HistogramClipping(method, histogram, recipe.percentile)
+    if method == "aciq":
         return AciqClipping(stats.moments(), recipe.prior)
-    return None
+    return MaxClipping(torch.tensor(stats.absmax))
 
 
 def _weight_clipping(recipe: Recipe, q: TensorQuantizer, weight: torch.Tensor) -> Clipping | None:
@@ -111,7 +116,7 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
     for name, q in qmodel.iter_quantizers():
         q.disable_quant()
         q.enable_calib()
-        q.clipping = None
+        q.clipping = q.clippings = None
         q.bias_correction = None
         if hasattr(q, "channel_bits"):
             q.channel_bits = None
@@ -149,9 +154,15 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
             if unsigned_activations == "auto" and s.lo >= 0.0:
                 q.unsigned = True
                 q._calibrator._unsigned = True
-            if recipe.method == "max":
+            if recipe.search_methods:
+                q.clippings = {m: _activation_clipping(m, recipe, q, s) for m in dict.fromkeys(
+                    (recipe.method, *recipe.search_methods))}
+                q.clipping_default = recipe.method
+                q.clipping = q.clippings[recipe.method]
+            elif recipe.method == "max":
                 q.load_calib_amax()
-            q.clipping = _activation_clipping(recipe, q, s)
+            else:
+                q.clipping = _activation_clipping(recipe.method, recipe, q, s)
         apply_clipping(q)
 
 
@@ -181,7 +192,10 @@ def save_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         entry = {"amax": q.amax.tolist() if q.amax is not None else None,
                  "shape": list(q.amax.shape) if q.amax is not None else None,
                  "unsigned": bool(q.unsigned)}
-        if getattr(q, "clipping", None) is not None:
+        if getattr(q, "clippings", None):
+            entry["clippings"] = {m: c.to_json() for m, c in q.clippings.items()}
+            entry["clipping_default"] = q.clipping_default
+        elif getattr(q, "clipping", None) is not None:
             entry["clipping"] = q.clipping.to_json()
         if getattr(q, "bias_correction", None) is not None:
             entry["bias_correction"] = q.bias_correction.to_json()
@@ -220,6 +234,10 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         q.unsigned = bool(entry["unsigned"])
         try:
             q.clipping = clipping_from_json(entry["clipping"]) if "clipping" in entry else None
+            q.clippings = {m: clipping_from_json(c) for m, c in entry["clippings"].items()} if "clippings" in entry else None
+            if q.clippings:
+                q.clipping_default = entry["clipping_default"]
+                q.clipping = q.clippings[q.clipping_default]
             q.bias_correction = BiasCorrection.from_json(entry["bias_correction"]) if "bias_correction" in entry else None
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: quantizer {name!r}: unreadable clipping or bias correction ({exc!r})") from None

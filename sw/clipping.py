@@ -440,6 +440,18 @@ def clipping_from_json(data: dict[str, Any]) -> Clipping:
     return CLIPPINGS[kind].from_json(data)
 
 
+def select_clipping(quantizer, method: str | None) -> None:
+    """Make one of a quantizer's prepared clippings (`quantizer.clippings`, by method) the active
+    one; None selects the calibrated default. Quantizers with one clipping ignore it."""
+    choices = getattr(quantizer, "clippings", None)
+    if not choices:
+        return
+    key = quantizer.clipping_default if method is None else method
+    if key not in choices:
+        raise ValueError(f"no {key!r} clipping was calibrated (prepared: {', '.join(choices)})")
+    quantizer.clipping = choices[key]
+
+
 def apply_clipping(quantizer) -> None:
     """Set amax for the quantizer's current bits if it has a bit-dependent clipping (else leave it)."""
     clipping = getattr(quantizer, "clipping", None)

@@ -27,7 +27,7 @@ from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import nn
 
 from sw.bit_allocation import ChannelBitsQuantizer
-from sw.clipping import apply_clipping
+from sw.clipping import apply_clipping, select_clipping
 from sw.weighting import LayerSize
 
 QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
@@ -56,7 +56,8 @@ class QuantSettings:
         return cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
                    unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
                    baseline_bits=q.baseline_bits,
-                   calib_method="max" if c.method in ("max", "aciq") else "histogram", num_bins=c.num_bins)
+                   calib_method="histogram" if {c.method, *(c.search_methods or ())} & {"percentile", "entropy", "mse"}
+                   else "max", num_bins=c.num_bins)
 
 
 class ActivationQuantizer(TensorQuantizer):
@@ -211,14 +212,17 @@ class QuantizedModel(nn.Module):
         return iter(self.quantizers().items())
 
     # -- bit widths ---------------------------------------------------------------------------
-    def set_layer_bits(self, bits: Mapping[str, tuple[int, int]]) -> None:
+    def set_layer_bits(self, bits: Mapping[str, tuple[int, int]], clipping: Mapping[str, str] | None = None) -> None:
         """Set (weight bits, input bits) per layer, with each quantizer's clipping for its bits
-        (`sw.clipping`); re-quantizes frozen weights once."""
+        (`sw.clipping`); re-quantizes frozen weights once. `clipping` picks an input clipping
+        method per layer where calibration prepared several (`calibration.search_methods`);
+        layers it does not name get the calibrated default."""
         layers = self.layers()
         for name, (wb, ib) in bits.items():
             layer = layers[name]
             layer._weight_quantizer.num_bits = int(wb)
             layer._input_quantizer.num_bits = int(ib)
+            select_clipping(layer._input_quantizer, (clipping or {}).get(name))
             apply_clipping(layer._weight_quantizer)
             apply_clipping(layer._input_quantizer)
         if self._master:

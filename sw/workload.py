@@ -129,6 +129,10 @@ CALIBRATION = Section({
     "bias_correction": Scalar(str, default="none", choices=("none", "mean", "mean_variance"),
                               doc="per-channel correction of quantized weights: mean (a bias), mean_variance "
                                   "(and a per-channel scale: the ACIQ paper's)"),
+    "search_methods": ListOf(Scalar(str, choices=("max", "percentile", "entropy", "mse", "aciq")), default=None,
+                             nullable=True, min_len=2,
+                             doc="the search also picks each layer's input clipping among these (decision "
+                                 "variable <layer>.clipping = index in this list); null: `method` everywhere"),
     "percentile": Scalar(float, default=99.99, min=50.0, max=100.0),
     "num_bins": Scalar(int, default=2048, min=16),
     "file": PathSpec(default=None, nullable=True, doc="calibration file (JSON); default under results.dir"),
