@@ -239,7 +239,7 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
                 q.clipping_default = entry["clipping_default"]
                 q.clipping = q.clippings[q.clipping_default]
             q.bias_correction = BiasCorrection.from_json(entry["bias_correction"]) if "bias_correction" in entry else None
-        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise DataError(f"{path}: quantizer {name!r}: unreadable clipping or bias correction ({exc!r})") from None
         apply_clipping(q)
 

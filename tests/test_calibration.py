@@ -192,3 +192,23 @@ def test_bit_allocation_needs_per_channel_weights(write_workload):
     path = write_workload({"calibration": {"bit_allocation": True}, "quantization": {"per_channel_weights": False}})
     with pytest.raises(WorkloadError, match="calibration.bit_allocation"):
         load_workload(path)
+
+
+@pytest.mark.parametrize("damage", ["short_edges", "negative", "kind", "not_a_dict"])
+def test_a_damaged_clipping_entry_is_one_clear_error(damage, tmp_path):
+    qmodel, _ = _calibrated("entropy")
+    path = save_calibration(qmodel, tmp_path / "c.json", {"k": 1})
+    payload = json.loads(path.read_text())
+    name = next(n for n, e in payload["quantizers"].items() if "clipping" in e)
+    clipping = payload["quantizers"][name]["clipping"]
+    if damage == "short_edges":
+        clipping["histogram"]["edges"] = clipping["histogram"]["edges"][:-2]
+    elif damage == "negative":
+        clipping["histogram"]["counts"][3] = -1
+    elif damage == "kind":
+        clipping["kind"] = "magic"
+    else:
+        payload["quantizers"][name]["clipping"] = [1, 2]
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=f"c.json: quantizer '{name}'"):
+        load_calibration(qmodel, path, {"k": 1})
