@@ -32,6 +32,7 @@ import torch
 
 HISTOGRAM_METHODS = ("percentile", "entropy", "mse")
 PRIORS = ("laplace", "gauss")
+MAX_BINS = 8192  # a histogram that grew beyond this (a later batch far wider than the first) is merged down
 START_FRACTION = 16  # entropy/mse never clip below 1/16 of the observed range (the library's 128 of 2048 bins)
 _ROWS_PER_CHUNK = 1 << 22  # elements per vectorised block: bounds memory for huge histograms or 16 bits
 
@@ -52,7 +53,20 @@ class Histogram:
             return None
         counts = torch.as_tensor(hist).double().round().numpy() if isinstance(hist, torch.Tensor) else np.asarray(hist)
         edges = edges.double().numpy() if isinstance(edges, torch.Tensor) else np.asarray(edges, dtype=np.float64)
-        return cls(np.asarray(counts, dtype=np.float64), edges)
+        return cls(np.asarray(counts, dtype=np.float64), edges).merged(MAX_BINS)
+
+    def merged(self, max_bins: int) -> "Histogram":
+        """This histogram with groups of k neighbouring bins summed, k the least that gives <= max_bins."""
+        k = -(-len(self.counts) // max_bins)
+        if k <= 1:
+            return self
+        n = -(-len(self.counts) // k)
+        counts = np.zeros(n * k)
+        counts[: len(self.counts)] = self.counts
+        width = (self.edges[-1] - self.edges[0]) / len(self.counts)
+        edges = self.edges[0] + width * k * np.arange(n + 1)
+        edges[: len(self.edges[::k])] = self.edges[::k]
+        return Histogram(counts.reshape(n, k).sum(axis=1), edges)
 
     def to_json(self) -> dict[str, Any]:
         return {"counts": [int(c) for c in self.counts], "edges": [float(e) for e in self.edges]}

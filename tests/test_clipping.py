@@ -246,3 +246,23 @@ def test_bias_correction_zeroes_the_per_channel_mean_error_on_the_calibration_ba
         values = ratio[c][nonzero[c]]
         if len(values):
             torch.testing.assert_close(values, values[:1].expand_as(values), rtol=1e-5, atol=0)
+
+
+def test_a_histogram_that_grew_is_merged_to_a_bounded_size():
+    """A later batch far wider than the first grows the library's histogram (same bin width); it is
+    merged down so that entropy and mse stay fast, keeping every count and the range."""
+    from pytorch_quantization.calib.histogram import HistogramCalibrator
+
+    from sw.clipping import MAX_BINS
+
+    calibrator = HistogramCalibrator(8, None, True, num_bins=2048)
+    gen = torch.Generator().manual_seed(0)
+    calibrator.collect(torch.rand(10_000, generator=gen))
+    calibrator.collect(torch.rand(10_000, generator=gen) * 30)
+    grown = len(calibrator._calib_hist)
+    hist = Histogram.from_calibrator(calibrator)
+    assert grown > MAX_BINS >= len(hist.counts) > MAX_BINS // 2
+    assert hist.counts.sum() == float(calibrator._calib_hist.sum()) == 20_000
+    assert hist.edges[0] == 0 and hist.edges[-1] >= float(calibrator._calib_bin_edges[-1]) - 1e-3
+    np.testing.assert_allclose(np.diff(hist.edges), np.diff(hist.edges)[0], rtol=1e-3)  # fp32 arange edges
+    assert 0 < entropy_amax(hist, 4, True) <= hist.edges[-1] and 0 < mse_amax(hist, 4, True) <= hist.edges[-1]
