@@ -39,9 +39,9 @@ from sw.clipping import (HISTOGRAM_METHODS, PRIORS, AciqClipping, Clipping, Hist
 from sw.durable import write_text
 from sw.errors import DataError
 from sw.quantized_model import QuantizedModel
+from sw.workload import CALIBRATION_METHODS as METHODS
 
 FORMAT = "mpq-calibration/1"
-METHODS = ("max", "percentile", "entropy", "mse", "aciq")
 WEIGHT_METHODS = ("max", "aciq")
 
 

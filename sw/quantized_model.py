@@ -27,7 +27,7 @@ from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import nn
 
 from sw.bit_allocation import ChannelBitsQuantizer
-from sw.clipping import apply_clipping, select_clipping
+from sw.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
 from sw.weighting import LayerSize
 
 QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
@@ -56,7 +56,7 @@ class QuantSettings:
         return cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
                    unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
                    baseline_bits=q.baseline_bits,
-                   calib_method="histogram" if {c.method, *(c.search_methods or ())} & {"percentile", "entropy", "mse"}
+                   calib_method="histogram" if {c.method, *(c.search_methods or ())} & set(HISTOGRAM_METHODS)
                    else "max", num_bins=c.num_bins)
 
 

@@ -20,6 +20,7 @@ PHASES = ("calibration", "exploration", "baseline", "retraining", "reevaluation"
 MAX_BITS = 16
 MAX_SEED = 2**32 - 1  # numpy's global seed (pymoo, corruptions) takes 0 .. 2^32 - 1
 DEFAULT_WORKLOAD = "digits_cnn.yaml"
+CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse", "aciq")
 
 
 def seed(default: int) -> Scalar:
@@ -120,7 +121,7 @@ QUANTIZATION = Section({
 }, default={})
 
 CALIBRATION = Section({
-    "method": Scalar(str, default="percentile", choices=("max", "percentile", "entropy", "mse", "aciq"),
+    "method": Scalar(str, default="percentile", choices=CALIBRATION_METHODS,
                      doc="activation clipping; entropy, mse and aciq follow each candidate's bits"),
     "weight_method": Scalar(str, default="max", choices=("max", "aciq"), doc="weight clipping (per channel if enabled)"),
     "prior": Scalar(str, default="laplace", choices=("laplace", "gauss"), doc="ACIQ's fitted distribution"),
@@ -129,7 +130,7 @@ CALIBRATION = Section({
     "bias_correction": Scalar(str, default="none", choices=("none", "mean", "mean_variance"),
                               doc="per-channel correction of quantized weights: mean (a bias), mean_variance "
                                   "(and a per-channel scale: the ACIQ paper's)"),
-    "search_methods": ListOf(Scalar(str, choices=("max", "percentile", "entropy", "mse", "aciq")), default=None,
+    "search_methods": ListOf(Scalar(str, choices=CALIBRATION_METHODS), default=None,
                              nullable=True, min_len=2,
                              doc="the search also picks each layer's input clipping among these (decision "
                                  "variable <layer>.clipping = index in this list); null: `method` everywhere"),
