@@ -21,7 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("workload", nargs="?", help="workload YAML (default: the embedded workloads/digits_cnn.yaml)")
     p.add_argument("--point", default="int8",
                    help="bit configuration: int8 (all layers 8 bits, default), best (the lowest-cost Pareto point "
-                        "meeting the accuracy constraint) or N (row N of the Pareto CSV)")
+                        "meeting the accuracy constraint on held-out data) or N (row N of the Pareto CSV)")
     p.add_argument("--run-id", type=int, help="exploration run to take the Pareto point from (default: the latest)")
     p.add_argument("--images", type=int, default=8, help="real images whose activations are captured (default 8)")
     p.add_argument("--layers", help="comma-separated layer names (default: every quantized layer and model_input)")

@@ -21,7 +21,7 @@ from cosim.capture import CapturedTensor, capture
 from cosim.comparison import TensorReport, compare
 from cosim.reference import expected
 from cosim.simulation import Stream, simulate
-from sw.errors import DataError, UserError
+from sw.errors import UserError
 from sw.study import Study
 
 
@@ -47,26 +47,13 @@ class CosimResult:
 
 
 def select_point(study: Study, point: str, run_id: int | None = None) -> dict[str, tuple[int, int]]:
-    """Bits per layer for `point`: "int8" (all layers 8 bits), "best" or a Pareto row index.
-
-    "best" is the first row of the Pareto front CSV: the lowest-cost configuration that meets
-    the accuracy constraint.
-    """
+    """Bits per layer for `point`: "int8" (all layers 8 bits), or "best" / a Pareto row index as
+    `Study.select_point` picks them ("best": the cheapest point meeting the constraint on held-out data)."""
     if point == "int8":
         return study.uniform_bits(8)
-    if point == "best":
-        index = 0
-    else:
-        try:
-            index = int(point)
-        except ValueError:
-            raise UserError(f"--point: expected int8, best or a Pareto row index, got {point!r}") from None
-    front = study.pareto_bits(run_id)
-    if not front:
-        raise DataError(f"{study.db_path}: the exploration run has no feasible point")
-    if not 0 <= index < len(front):
-        raise UserError(f"--point: the Pareto front has {len(front)} rows (0..{len(front) - 1}), got {index}")
-    return front[index]
+    if point != "best" and not point.lstrip("-").isdigit():
+        raise UserError(f"--point: expected int8, best or a Pareto row index, got {point!r}")
+    return study.select_point(point, run_id)[1]
 
 
 def real_images(study: Study, count: int, phase: str = "exploration") -> torch.Tensor:

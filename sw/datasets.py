@@ -8,9 +8,12 @@ Registered datasets:
 
 - `digits` (default, bundled with scikit-learn): 1797 real 8x8 handwritten digits,
   upscaled bilinearly to S x S and replicated to RGB. Splits are a fixed (seed 0, whatever
-  `spec.seed` is), stratified 60/20/20 train/val/test partition; `all` is everything.
+  `spec.seed` is), stratified 60/20/20 train/val/test partition; `all` is everything,
+  null is `test`.
 - `imagefolder`: `<path>/<class>/<image files>` (the ImageNet-val layout). Images are
-  resized (shorter side to S) and center-cropped. `split` is ignored: the folder is the split.
+  resized (shorter side to S) and center-cropped. `split` null or `all`: the whole folder;
+  `train`/`val`/`test`: the same fixed, seeded, stratified 60/20/20 partition as digits
+  (so phases never share an image); an empty part is an error.
 - `cifar10`: a local copy in either official layout, the binary one (`data_batch_1.bin` ..
   `data_batch_5.bin`, `test_batch.bin`) or the Python one (`data_batch_1` .. `data_batch_5`,
   `test_batch`, pickled dicts). `path` may be the folder holding the batch files or its parent
@@ -20,7 +23,11 @@ Registered datasets:
   The pickles are read with an unpickler that only allows what numpy array reconstruction
   needs, so a malicious file raises `DataError` instead of running code.
 - `imagenet_c`: `<path>/<corruption>/<severity>/<class>/<image files>` (the ImageNet-C
-  layout); `spec.corruption` selects the subfolder and is never applied on the fly.
+  layout); `spec.corruption` selects the subfolder and is never applied on the fly; `split`
+  as for `imagefolder`.
+
+Each entry also knows its number of classes (`DatasetEntry.classes(spec)`), so a workload
+whose `model.num_classes` does not match its data is refused when it is loaded.
 
 `build_dataset(spec)` applies the spec's corruption (except for `imagenet_c`, whose images
 are already corrupted), then the sample limit. The corruption wraps the full dataset, so
@@ -48,21 +55,28 @@ from sw.schema import Config
 SPLITS = ("train", "val", "test", "all")
 
 
+def _unknown_classes(spec: Config) -> int | None:
+    return None
+
+
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: `factory(spec)` returns the full dataset of `spec.split` at `spec.image_size`."""
+    """A registered dataset: `factory(spec)` returns the full dataset of `spec.split` at `spec.image_size`;
+    `classes(spec)` its number of classes (None where it cannot be known without loading it)."""
 
     name: str
     needs_path: bool
     factory: Callable[[Config], Dataset]
+    classes: Callable[[Config], int | None] = _unknown_classes
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
-def _register(name: str, needs_path: bool) -> Callable[[Callable[[Config], Dataset]], Callable[[Config], Dataset]]:
+def _register(name: str, needs_path: bool, classes: Callable[[Config], int | None] = _unknown_classes,
+              ) -> Callable[[Callable[[Config], Dataset]], Callable[[Config], Dataset]]:
     def add(factory: Callable[[Config], Dataset]) -> Callable[[Config], Dataset]:
-        DATASETS.add(name, DatasetEntry(name, needs_path, factory))
+        DATASETS.add(name, DatasetEntry(name, needs_path, factory, classes))
         return factory
 
     return add
@@ -111,10 +125,34 @@ def _require_path(spec: Config) -> Path:
     return path
 
 
+# ---------------------------------------------------------------- splits
+
+SPLIT_SEED = 0  # fixed, whatever `spec.seed` is: every phase cuts the same partition
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
+
+
+def stratified_split(labels: np.ndarray, split: str) -> np.ndarray:
+    """Sorted indices of a split: per class, a seeded shuffle cut 60/20/20 into train/val/test."""
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r}, expected one of {', '.join(SPLITS)}")
+    labels = np.asarray(labels)
+    if split == "all":
+        return np.arange(len(labels))
+    rng = np.random.default_rng(SPLIT_SEED)
+    chosen = []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        n_train = round(len(members) * SPLIT_FRACTIONS[0])
+        n_val = round(len(members) * SPLIT_FRACTIONS[1])
+        part = {"train": members[:n_train], "val": members[n_train:n_train + n_val],
+                "test": members[n_train + n_val:]}[split]
+        chosen.append(part)
+    return np.sort(np.concatenate(chosen)) if chosen else np.arange(0)
+
+
 # ---------------------------------------------------------------- digits
 
-DIGITS_SPLIT_SEED = 0
-DIGITS_FRACTIONS = (0.6, 0.2, 0.2)  # train, val, test
+DIGITS_CLASSES = 10
 
 
 @functools.lru_cache(maxsize=1)
@@ -129,19 +167,7 @@ def digits_split_indices(split: str) -> np.ndarray:
     """Sorted indices of a digits split: per class, a seeded shuffle cut 60/20/20."""
     if split not in SPLITS:
         raise DataError(f"dataset 'digits': unknown split {split!r}, expected one of {', '.join(SPLITS)}")
-    _, labels = _digits_raw()
-    if split == "all":
-        return np.arange(len(labels))
-    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
-    chosen = []
-    for label in np.unique(labels):
-        members = rng.permutation(np.flatnonzero(labels == label))
-        n_train = round(len(members) * DIGITS_FRACTIONS[0])
-        n_val = round(len(members) * DIGITS_FRACTIONS[1])
-        part = {"train": members[:n_train], "val": members[n_train:n_train + n_val],
-                "test": members[n_train + n_val:]}[split]
-        chosen.append(part)
-    return np.sort(np.concatenate(chosen))
+    return stratified_split(_digits_raw()[1], split)
 
 
 @functools.lru_cache(maxsize=8)
@@ -153,9 +179,9 @@ def _digits_tensors(split: str, size: int) -> tuple[torch.Tensor, torch.Tensor]:
     return resize(small, size), torch.from_numpy(labels[index])
 
 
-@_register("digits", needs_path=False)
+@_register("digits", needs_path=False, classes=lambda spec: DIGITS_CLASSES)
 def digits(spec: Config) -> Dataset:
-    images, labels = _digits_tensors(spec.split, spec.image_size)
+    images, labels = _digits_tensors(spec.split or "test", spec.image_size)
     return ImageTensors(images, labels, spec.image_size)
 
 
@@ -192,27 +218,68 @@ def image_folder(root: Path, size: int, what: str = "imagefolder") -> Dataset:
     return dataset
 
 
-@_register("imagefolder", needs_path=True)
+def split_folder(dataset: Any, split: str | None, root: Path) -> Any:
+    """Keep the images of one seeded stratified split of an ImageFolder (null or `all`: all of them).
+
+    The folder dataset itself is narrowed (not wrapped), so indices into the result are
+    indices of the split, as for every other dataset.
+    """
+    if split in (None, "all"):
+        return dataset
+    keep = stratified_split(dataset.targets, split)
+    if len(keep) == 0:
+        raise DataError(f"{root}: split '{split}' is empty: the folder's {len(dataset)} images are too few for a "
+                        f"60/20/20 train/val/test partition per class (use split: all)")
+    dataset.samples = [dataset.samples[i] for i in keep]
+    dataset.imgs = dataset.samples
+    dataset.targets = [dataset.targets[i] for i in keep]
+    return dataset
+
+
+def _count_class_folders(folder: Path) -> int | None:
+    """Class subfolders of an image folder (ImageFolder's labels), None if it is not a folder (yet)."""
+    if not folder.is_dir():
+        return None
+    return sum(1 for entry in os.scandir(folder) if entry.is_dir())
+
+
+def _folder_classes(spec: Config) -> int | None:
+    return _count_class_folders(Path(spec.path)) if spec.get("path") else None
+
+
+def _imagenet_c_classes(spec: Config) -> int | None:
+    folder = _imagenet_c_folder(spec)
+    return _count_class_folders(folder) if folder else None
+
+
+def _imagenet_c_folder(spec: Config) -> Path | None:
+    corruption = spec.get("corruption")
+    if spec.get("path") is None or not corruption or None in (corruption.get("condition"), corruption.get("severity")):
+        return None
+    return Path(spec.path) / str(corruption["condition"]) / str(corruption["severity"])
+
+
+@_register("imagefolder", needs_path=True, classes=_folder_classes)
 def imagefolder(spec: Config) -> Dataset:
-    """The whole folder whatever `spec.split` is (a folder dataset is one split)."""
-    return image_folder(_require_path(spec), spec.image_size)
+    """The folder, or one seeded split of it (`spec.split`)."""
+    root = _require_path(spec)
+    return split_folder(image_folder(root, spec.image_size), spec.split, root)
 
 
-@_register("imagenet_c", needs_path=True)
+@_register("imagenet_c", needs_path=True, classes=_imagenet_c_classes)
 def imagenet_c(spec: Config) -> Dataset:
     """The `<path>/<corruption.condition>/<corruption.severity>` folder of an ImageNet-C tree."""
     root = _require_path(spec)
-    corruption = spec.get("corruption")
-    if not corruption or corruption.get("condition") is None or corruption.get("severity") is None:
+    folder = _imagenet_c_folder(spec)
+    if folder is None:
         raise DataError(f"dataset 'imagenet_c' ({root}): key 'corruption' with 'condition' and 'severity' is "
                         f"required to choose the subfolder <path>/<condition>/<severity>")
-    folder = root / str(corruption["condition"]) / str(corruption["severity"])
     if not folder.is_dir():
         found = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise DataError(f"{folder}: no such folder; expected the ImageNet-C layout "
                         f"<path>/<corruption>/<severity>/<class>/<images> (corruptions found: "
                         f"{', '.join(found) or 'none'})")
-    return image_folder(folder, spec.image_size, what="imagenet_c")
+    return split_folder(image_folder(folder, spec.image_size, what="imagenet_c"), spec.split, folder)
 
 
 # ---------------------------------------------------------------- CIFAR-10
@@ -367,12 +434,13 @@ def _files_stamp(folder: Path) -> tuple:
     return tuple(entries)
 
 
-@_register("cifar10", needs_path=True)
+@_register("cifar10", needs_path=True, classes=lambda spec: CIFAR_CLASSES)
 def cifar10(spec: Config) -> Dataset:
-    if spec.split not in SPLITS:
-        raise DataError(f"dataset 'cifar10': unknown split {spec.split!r}, expected one of {', '.join(SPLITS)}")
+    split = spec.split or "test"
+    if split not in SPLITS:
+        raise DataError(f"dataset 'cifar10': unknown split {split!r}, expected one of {', '.join(SPLITS)}")
     folder, layout = _cifar_folder(_require_path(spec))
-    images, labels = _cifar_arrays(str(folder.resolve()), layout, spec.split, _files_stamp(folder))
+    images, labels = _cifar_arrays(str(folder.resolve()), layout, split, _files_stamp(folder))
     return ImageTensors(images, labels, spec.image_size)
 
 

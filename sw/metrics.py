@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
@@ -24,3 +25,17 @@ def _topk(k: int) -> Metric:
 
 METRICS.add("top1", _topk(1))
 METRICS.add("top5", _topk(5))
+
+
+def chance_accuracy(metric: str, num_classes: int) -> float | None:
+    """What guessing scores on a top-k metric: k / classes (None for a metric of another kind)."""
+    if not (metric.startswith("top") and metric[3:].isdigit()):
+        return None
+    return min(int(metric[3:]), num_classes) / num_classes
+
+
+def at_chance(accuracy: float, chance: float, samples: int, sigmas: float = 3.0) -> bool:
+    """True unless `accuracy` is more than `sigmas` binomial standard errors above `chance`."""
+    if samples <= 0:
+        return False
+    return accuracy <= chance + sigmas * math.sqrt(chance * (1.0 - chance) / samples)

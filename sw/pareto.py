@@ -1,4 +1,9 @@
-"""The Pareto front of a run: non-dominated feasible individuals, written as CSV, JSON and PNG."""
+"""The Pareto front of a run: non-dominated feasible individuals, written as CSV, JSON and PNG.
+
+Rows carry both the exploration metrics the search selected on and the held-out ones
+(`heldout_<metric>`, `heldout_feasible`; see `sw.heldout`), and front.json names the `best`
+point: the cheapest one that meets the constraint on held-out data.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from sw.durable import atomic_write, write_text
+from sw.heldout import PHASE as HELDOUT_PHASE, PREFIX, HeldOut, best_index, meets
 from sw.results import Individual, Run
 
 
@@ -47,25 +53,38 @@ def objective_value(run: Run, name: str, value: float) -> float:
     return -value if name.startswith("-") else value
 
 
-def front_rows(run: Run, front: Sequence[Individual]) -> list[dict]:
+def front_rows(run: Run, front: Sequence[Individual], heldout: HeldOut) -> list[dict]:
+    """One row per front point: exploration metrics, held-out metrics, objectives, decision variables."""
     rows = []
     for rank, ind in enumerate(front):
+        held = heldout.points[tuple(ind.x)]
         row = {"point": rank, "generation": ind.generation, "index": ind.index}
         row.update({m: ind.metrics.get(m) for m in run.metric_names})
+        row.update({f"{PREFIX}{m}": held[m] for m in run.metric_names})
+        row[f"{PREFIX}feasible"] = meets(held, run)
         row.update({name.lstrip("-"): objective_value(run, name, v) for name, v in zip(run.objective_names, ind.objectives)})
         row.update({name: int(b) for name, b in zip(run.var_names, ind.x)})
         rows.append(row)
     return rows
 
 
-def write_front(run: Run, individuals: Sequence[Individual], out_dir: Path, *, title: str = "",
+def merged_baselines(exploration: dict[str, dict[str, float]], heldout: HeldOut) -> dict[str, dict[str, float]]:
+    """{name: {metric: exploration value, heldout_<metric>: held-out value}}."""
+    return {name: {**metrics, **{f"{PREFIX}{m}": v for m, v in heldout.baselines.get(name, {}).items()}}
+            for name, metrics in exploration.items()}
+
+
+def write_front(run: Run, individuals: Sequence[Individual], out_dir: Path, heldout: HeldOut, *, title: str = "",
                 baselines: dict[str, dict[str, float]] | None = None) -> dict[str, Path]:
     """Write front.csv, front.json and front.png; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     front = pareto_front(individuals)
-    rows = front_rows(run, front)
+    rows = front_rows(run, front, heldout)
+    baselines = merged_baselines(baselines or {}, heldout)
     paths = {"csv": out_dir / "front.csv", "json": out_dir / "front.json", "png": out_dir / "front.png"}
-    fields = list(rows[0]) if rows else ["point"] + run.metric_names + [n.lstrip("-") for n in run.objective_names] + run.var_names
+    fields = list(rows[0]) if rows else (["point", "generation", "index"] + run.metric_names
+                                         + [f"{PREFIX}{m}" for m in run.metric_names] + [f"{PREFIX}feasible"]
+                                         + [n.lstrip("-") for n in run.objective_names] + run.var_names)
     with atomic_write(paths["csv"], newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -73,13 +92,16 @@ def write_front(run: Run, individuals: Sequence[Individual], out_dir: Path, *, t
     write_text(paths["json"], json.dumps({
         "run_id": run.id, "workload": run.workload, "problem": run.problem,
         "objectives": [n.lstrip("-") for n in run.objective_names], "thresholds": run.thresholds,
-        "baselines": baselines or {}, "evaluated": len(individuals), "front": rows}, indent=1))
-    plot_front(run, individuals, front, paths["png"], title=title, baselines=baselines)
+        "heldout_phase": HELDOUT_PHASE, "best": best_index(rows),
+        "baselines": baselines, "evaluated": len(individuals), "front": rows}, indent=1))
+    plot_front(run, individuals, front, rows, paths["png"], title=title, baselines=baselines)
     return paths
 
 
-def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Individual], path: Path, *,
-               title: str = "", baselines: dict[str, dict[str, float]] | None = None) -> None:
+def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Individual], rows: Sequence[dict],
+               path: Path, *, title: str = "", baselines: dict[str, dict[str, float]] | None = None) -> None:
+    """Every individual, the front on exploration data and on held-out data; points that miss the
+    constraint on held-out data are crossed out, the best point is starred."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -95,8 +117,18 @@ def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Indi
         if group:
             ax.scatter([i.objectives[1] for i in group], [i.metrics[metric] for i in group], s=14, **style)
     if front:
-        ax.plot([i.objectives[1] for i in front], [i.metrics[metric] for i in front], "-o", c="#1f4e9c",
-                ms=5, label="Pareto front")
+        cost = [i.objectives[1] for i in front]
+        held = [row[f"{PREFIX}{metric}"] for row in rows]
+        ax.plot(cost, [i.metrics[metric] for i in front], "-o", c="#1f4e9c", ms=5, label="Pareto front (exploration)")
+        ax.plot(cost, held, "--s", c="#2a8a4a", ms=5, mfc="none", label=f"same points, held-out ({HELDOUT_PHASE})")
+        missed = [(c, h) for c, h, row in zip(cost, held, rows) if not row[f"{PREFIX}feasible"]]
+        if missed:
+            ax.scatter(*zip(*missed), s=90, marker="x", c="#d62020", linewidths=2, zorder=5,
+                       label="misses the constraint on held-out data")
+        best = best_index(rows)
+        if best is not None:
+            ax.scatter([cost[best]], [held[best]], s=220, marker="*", c="#f0b000", edgecolors="black", zorder=6,
+                       label=f"best: point {best}")
     if run.thresholds:
         ax.axhline(run.thresholds[0], ls="--", c="#b03030", lw=1, label=f"minimum {metric}")
     for (name, metrics), style in zip((baselines or {}).items(), (":", "-.", (0, (1, 3)))):

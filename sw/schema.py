@@ -7,6 +7,7 @@ errors: a typo must never be silently ignored.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -55,7 +56,11 @@ def _fail(file: Any, key: str, expected: str, got: Any) -> None:
 
 @dataclass
 class Scalar(Spec):
-    """bool, int, float or str, with optional choices, range and nullability."""
+    """bool, int, float or str, with optional choices, range and nullability.
+
+    Numbers must be finite (YAML's .nan and .inf are refused); `exclusive_min` makes `min`
+    itself invalid (a learning rate > 0).
+    """
 
     type: type
     default: Any = REQUIRED
@@ -64,16 +69,18 @@ class Scalar(Spec):
     max: float | None = None
     nullable: bool = False
     doc: str = ""
+    exclusive_min: bool = False
 
     def describe(self) -> str:
         names = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
         text = names.get(self.type, self.type.__name__)
         if self.choices:
             text = "one of " + ", ".join(map(str, self.choices))
+        low = "(" if self.exclusive_min else "["
         if self.min is not None and self.max is not None:
-            text += f" in [{self.min}, {self.max}]"
+            text += f" in {low}{self.min}, {self.max}]"
         elif self.min is not None:
-            text += f" >= {self.min}"
+            text += f" {'>' if self.exclusive_min else '>='} {self.min}"
         elif self.max is not None:
             text += f" <= {self.max}"
         if self.nullable:
@@ -93,7 +100,9 @@ class Scalar(Spec):
             _fail(file, key, expected, value)
         if self.choices and value not in self.choices:
             _fail(file, key, expected, value)
-        if self.min is not None and value < self.min:
+        if self.type is float and not math.isfinite(value):
+            _fail(file, key, expected, value)
+        if self.min is not None and (value < self.min or (self.exclusive_min and value == self.min)):
             _fail(file, key, expected, value)
         if self.max is not None and value > self.max:
             _fail(file, key, expected, value)

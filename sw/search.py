@@ -169,6 +169,8 @@ def run_nsga2(problem, algorithm: NSGA2, recorder: Recorder, generations: int, s
     while algorithm.has_next():
         recorder.generation = generation
         population = algorithm.ask()
+        if population is None or len(population) == 0:  # no new candidate left: the space is exhausted
+            break
         algorithm.evaluator.eval(problem, population)
         algorithm.tell(infills=population)
         generation += 1

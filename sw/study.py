@@ -3,6 +3,12 @@
 It is the single entry point the commands (explore, evaluate, weather-sweep, cosim) use to get
 the fp32 model, the calibrated quantized model, the data of each phase, the results database
 and the Pareto points of an exploration.
+
+Decision vectors mean whatever the workload's problem plugin says: every candidate is applied
+to the model through the plugin's `update_params_function` (`apply`), and its bits per layer
+are read back from the model (`decode`), so a plugin with its own decision vector works in
+every command. `select_point` is the one way to pick a Pareto point ("best" is chosen on
+held-out data, see `sw.heldout`).
 """
 
 from __future__ import annotations
@@ -16,9 +22,10 @@ from typing import Any, Mapping, Sequence
 from torch import nn
 
 from sw.datasets import build_loader
-from sw.errors import DataError, WorkloadError
+from sw.errors import DataError, UserError, WorkloadError
 from sw.evaluation import Batches, evaluate
-from sw.problems import PROBLEMS, check_plugin
+from sw.metrics import at_chance, chance_accuracy
+from sw.problems import PROBLEMS, check_plugin, variable_names_of
 from sw.quantized_model import QuantizedModel
 from sw.results import Individual, ResultsDB, Run
 from sw.workload import Workload, load_workload
@@ -45,10 +52,18 @@ class Study:
 
     @cached_property
     def config_hash(self) -> str:
-        """Hash of everything that changes results (not where they go or how they are run)."""
+        """Hash of everything that changes results (not where they go or how they are run).
+
+        A weights file counts by its contents, not its name: new weights under the same name
+        are a new configuration, the same weights moved elsewhere are not.
+        """
         config = self.workload.config.to_dict()
         config.pop("results", None)
         config.get("search", {}).pop("runner", None)
+        config.get("accuracy", {}).pop("chance_level", None)
+        model = config.get("model", {})
+        if model.get("weights"):
+            model["weights"] = {"sha256": _file_sha256(Path(model["weights"]))}
         return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
     @cached_property
@@ -70,6 +85,22 @@ class Study:
         if self._qmodel is None:
             self._qmodel = self.plugin.init_function(self.fp32_model, self)
         return self._qmodel
+
+    def variant(self, changes: Mapping[str, Mapping[str, Any]]) -> "Study":
+        """This study with some workload sections changed (validated), sharing its fp32 model and
+        data (so `changes` must leave `model` and `datasets` alone), e.g. other calibration settings."""
+        from sw.workload import WORKLOAD
+
+        if {"model", "datasets"} & set(changes):
+            raise ValueError("a variant shares the model and the data: change other sections")
+        raw = self.workload.config.to_dict()
+        for section, values in changes.items():
+            raw[section] = {**(raw.get(section) or {}), **values}
+        other = Study(Workload(WORKLOAD.validate(raw, self.workload.path, ""), self.workload.path),
+                      progress=self.progress)
+        other._batches = self._batches
+        other.__dict__["fp32_model"] = self.fp32_model
+        return other
 
     # -- data -------------------------------------------------------------------------------------
     def batches(self, phase: str, corruption: Mapping[str, Any] | None = None) -> Batches:
@@ -96,6 +127,29 @@ class Study:
         qmodel.set_layer_bits(layer_bits)
         return self.evaluate(qmodel, phase, corruption)
 
+    def evaluate_point(self, x: Sequence[int], phase: str = "exploration",
+                       corruption: Mapping[str, Any] | None = None) -> dict[str, float]:
+        """Metrics of the quantized model at one decision vector (applied through the plugin)."""
+        return self.evaluate(self.apply(x), phase, corruption)
+
+    def check_above_chance(self, fp32: Mapping[str, float], phase: str = "baseline") -> str | None:
+        """A warning when the fp32 model scores no better than guessing on `phase` (None if it does);
+        with `accuracy.chance_level: error` a `WorkloadError` instead."""
+        w = self.workload
+        samples = self.batches(phase).num_samples
+        for metric in w.accuracy.metrics:
+            chance = chance_accuracy(metric, w.model.num_classes)
+            if chance is None or not at_chance(fp32[metric], chance, samples):
+                continue
+            problem = (f"the fp32 model's {metric} on the {phase} data is {fp32[metric]:.4f}, no better than chance "
+                       f"({chance:.4f} for {w.model.num_classes} classes, {samples} images): check model.weights, "
+                       f"model.num_classes and the datasets")
+            if w.accuracy.chance_level == "error":
+                raise WorkloadError(w.path, "accuracy.chance_level", f"an fp32 model above chance ({problem})",
+                                    show_got=False)
+            return f"{w.path}: {problem} (accuracy.chance_level: error stops here)"
+        return None
+
     # -- bit configurations -------------------------------------------------------------------------
     def uniform_bits(self, bits: int) -> dict[str, tuple[int, int]]:
         return {name: (bits, bits) for name in self.quantized_model.layer_names}
@@ -104,10 +158,24 @@ class Study:
         weighting = WEIGHTINGS.get(self.workload.search.weighting)
         return float(weighting(self.quantized_model.layer_sizes, layer_bits))
 
-    def decode(self, x: Sequence[int]) -> dict[str, tuple[int, int]]:
-        from sw.problems.quantization_problem import decode
+    @cached_property
+    def variable_names(self) -> list[str]:
+        """Names of the decision vector's entries, from the problem plugin."""
+        return variable_names_of(self.plugin, self)
 
-        return decode(x, self.quantized_model.layer_names, self.workload.quantization.explore)
+    def apply(self, x: Sequence[int]) -> QuantizedModel:
+        """The quantized model set to decision vector `x` by the problem plugin."""
+        qmodel = self.quantized_model
+        self.plugin.update_params_function(qmodel, [int(v) for v in x], self)
+        return qmodel
+
+    def decode(self, x: Sequence[int]) -> dict[str, tuple[int, int]]:
+        """(weight bits, input bits) per layer of decision vector `x`, as the plugin sets them."""
+        return dict(self.apply(x).layer_bits())
+
+    def point_vector(self, row: Mapping[str, Any]) -> list[int]:
+        """The decision vector of a front row (front.csv / front.json / `select_point`)."""
+        return [int(row[name]) for name in self.variable_names]
 
     # -- results -----------------------------------------------------------------------------------
     @property
@@ -131,11 +199,52 @@ class Study:
             raise DataError(f"{self.db_path}: no results database; run `python -m sw explore {self.workload.path}` first")
         with self.open_db() as db:
             run = db.run(run_id) if run_id is not None else self.latest_run(db)
-            return run, pareto_front(db.individuals(run.id))
+            front = pareto_front(db.individuals(run.id))
+        if run.var_names != self.variable_names:
+            raise DataError(f"{self.db_path}: run {run.id} searched other decision variables than {self.workload.path} "
+                            f"defines ({len(run.var_names)} vs {len(self.variable_names)}); run "
+                            f"`python -m sw explore {self.workload.path}` again")
+        return run, front
 
     def pareto_bits(self, run_id: int | None = None) -> list[dict[str, tuple[int, int]]]:
         run, front = self.pareto_points(run_id)
         return [self.decode(ind.x) for ind in front]
+
+    def front(self, run_id: int | None = None) -> tuple[Run, list[dict]]:
+        """The Pareto front rows of a run with their held-out metrics (evaluating, durably, any missing)."""
+        from sw.heldout import reevaluate
+        from sw.pareto import front_rows
+
+        run, front = self.pareto_points(run_id)
+        with self.open_db() as db:
+            heldout = reevaluate(self, db, front)
+        return run, front_rows(run, front, heldout)
+
+    def select_point(self, point: str | int, run_id: int | None = None) -> tuple[dict, dict[str, tuple[int, int]]]:
+        """(front row, bits per layer) of a Pareto point: "best" (the cheapest point that meets the
+        constraint on held-out data) or a row index of the front."""
+        from sw.heldout import PHASE, best_index
+
+        if point != "best":
+            try:
+                point = int(point)
+            except (TypeError, ValueError):
+                raise UserError(f"--point: expected best or a Pareto point index, got {point!r}") from None
+        run, rows = self.front(run_id)
+        if not rows:
+            raise DataError(f"{self.db_path}: exploration run {run.id} has no feasible point")
+        if point == "best":
+            index = best_index(rows)
+            if index is None:
+                raise DataError(f"{self.db_path}: no point of run {run.id}'s Pareto front meets the constraint on "
+                                f"held-out ({PHASE}) data (see front.csv, column heldout_feasible); pick one with "
+                                f"--point N or relax search.minimum_accuracy")
+        elif not 0 <= point < len(rows):
+            raise UserError(f"--point: expected 0..{len(rows) - 1} (the Pareto front has {len(rows)} points), got {point}")
+        else:
+            index = point
+        row = rows[index]
+        return row, self.decode(self.point_vector(row))
 
     # -- the accuracy constraint ------------------------------------------------------------------
     def thresholds(self, fp32: Mapping[str, float]) -> list[float]:
@@ -151,3 +260,14 @@ class Study:
                                     f"at most one value per metric ({len(metrics)}: {', '.join(metrics)})", minimum)
             return list(minimum)
         return [float(minimum)]
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read the weights file ({exc})") from None
+    return digest.hexdigest()

@@ -79,12 +79,14 @@ CREATE TABLE IF NOT EXISTS weather_results (
 
 @dataclass
 class SweepModel:
-    """One model of a sweep: fp32 (`bits` None) or a bit configuration."""
+    """One model of a sweep: fp32 (`bits` None), a uniform bit configuration, or a Pareto point
+    (`x`: its decision vector, applied through the problem plugin)."""
 
     label: str
     bits: dict[str, tuple[int, int]] | None
     weighted_bits: float
     dram_energy: float | None = None
+    x: tuple[int, ...] | None = None
 
     @property
     def key(self) -> str:
@@ -130,21 +132,27 @@ class SweepResult:
 # ---------------------------------------------------------------- models
 
 
-def sweep_models(study, *, pareto: bool = True, run_id: int | None = None) -> tuple[list[SweepModel], int | None]:
-    """fp32, the uniform baseline-bit model and (if `pareto`) the Pareto points of an exploration."""
+def sweep_models(study, *, pareto: bool = True, run_id: int | None = None,
+                 point: str | None = None) -> tuple[list[SweepModel], int | None]:
+    """fp32, the uniform baseline-bit model and (if `pareto`) the Pareto points of an exploration,
+    or only the one `point` ("best" or an index, see `Study.select_point`)."""
     baseline = study.workload.quantization.baseline_bits
     models = [SweepModel("fp32", None, FP32_BITS)]
-    configs = [(f"int{baseline}", study.uniform_bits(baseline))]
+    configs = [(f"int{baseline}", study.uniform_bits(baseline), None)]
     exploration_run = None
-    if pareto:
+    if point is not None:
+        row, bits = study.select_point(point, run_id)
+        exploration_run = study.pareto_points(run_id)[0].id
+        configs.append((f"P{row['point']}", bits, tuple(study.point_vector(row))))
+    elif pareto:
         run, front = study.pareto_points(run_id)
         exploration_run = run.id
         if not front:
             log.warning("exploration run %d has no feasible Pareto point: sweeping the baselines only", run.id)
-        configs += [(f"P{i}", study.decode(ind.x)) for i, ind in enumerate(front)]
+        configs += [(f"P{i}", study.decode(ind.x), tuple(ind.x)) for i, ind in enumerate(front)]
     energy = energy_function(study)
-    for label, bits in configs:
-        models.append(SweepModel(label, bits, study.weighted_bits(bits), energy(bits) if energy else None))
+    for label, bits, x in configs:
+        models.append(SweepModel(label, bits, study.weighted_bits(bits), energy(bits) if energy else None, x))
     return models, exploration_run
 
 
@@ -240,7 +248,8 @@ def store_metrics(db, config_hash: str, phase: str, seed: int, model: SweepModel
 
 def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities: Sequence[int] = (1, 2, 3, 4, 5), *,
               phase: str = "exploration", seed: int = 0, workers: int = 2, pareto: bool = True,
-              run_id: int | None = None, fresh: bool = False, progress: bool = False) -> SweepResult:
+              run_id: int | None = None, point: str | None = None, fresh: bool = False,
+              progress: bool = False) -> SweepResult:
     """Evaluate every model of `study` on clean data and under every condition x severity."""
     for condition in conditions:
         corruptions.check_condition(condition)
@@ -250,7 +259,7 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
         raise UserError(f"workers: expected an integer >= 1, got {workers}")
     conditions = list(dict.fromkeys(conditions))
     severities = sorted(set(int(s) for s in severities))
-    models, exploration_run = sweep_models(study, pareto=pareto, run_id=run_id)
+    models, exploration_run = sweep_models(study, pareto=pareto, run_id=run_id, point=point)
     metric_names = list(study.workload.accuracy.metrics)
     config_hash = study.config_hash
     combos = [CLEAN] + [(c, s) for c in conditions for s in severities]
@@ -331,6 +340,8 @@ def _prefetched(load, work: Sequence[tuple], ahead: int = 2) -> Iterable[Dataset
 def _module(study, model: SweepModel):
     if model.bits is None:
         return study.fp32_model
+    if model.x is not None:
+        return study.apply(model.x)
     qmodel = study.quantized_model
     qmodel.set_layer_bits(model.bits)
     return qmodel

@@ -18,7 +18,14 @@ from sw.schema import AnyOf, Config, ListOf, MapOf, PathSpec, Scalar, Section
 
 PHASES = ("calibration", "exploration", "baseline", "retraining", "reevaluation")
 MAX_BITS = 16
+MAX_SEED = 2**32 - 1  # numpy's global seed (pymoo, corruptions) takes 0 .. 2^32 - 1
 DEFAULT_WORKLOAD = "digits_cnn.yaml"
+CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse", "aciq")
+
+
+def seed(default: int) -> Scalar:
+    """A random seed: every library the project seeds accepts 0 .. 2^32 - 1."""
+    return Scalar(int, default=default, min=0, max=MAX_SEED)
 
 
 def _check_corruption(cfg: Config, file: Any, key: str) -> None:
@@ -32,7 +39,7 @@ def _check_corruption(cfg: Config, file: Any, key: str) -> None:
 CORRUPTION = Section({
     "condition": Scalar(str, doc="weather/corruption name, e.g. fog, snow, rain"),
     "severity": Scalar(int, min=1, max=5),
-    "seed": Scalar(int, default=0),
+    "seed": seed(0),
 }, default=None, nullable=True, check=_check_corruption,
     doc="apply a corruption on the fly (cached on disk)")
 
@@ -50,11 +57,13 @@ def _check_dataset(cfg: Config, file: Any, key: str) -> None:
 DATASET = Section({
     "name": Scalar(str, doc="registered dataset: digits, imagefolder, cifar10, imagenet_c"),
     "path": PathSpec(default=None, must_exist=True, nullable=True),
-    "split": Scalar(str, default="test", choices=("train", "val", "test", "all")),
+    "split": Scalar(str, default=None, choices=("train", "val", "test", "all"), nullable=True,
+                    doc="null: the dataset's own (digits, cifar10: test; imagefolder, imagenet_c: the whole "
+                        "folder); train/val/test of a folder: a fixed seeded stratified 60/20/20 partition"),
     "sample_limit": Scalar(int, default=None, min=1, nullable=True),
     "batch_size": Scalar(int, default=128, min=1),
     "randomize": Scalar(bool, default=False, doc="draw a random subset (seeded) instead of the first samples"),
-    "seed": Scalar(int, default=0),
+    "seed": seed(0),
     "image_size": Scalar(int, default=32, min=8),
     "corruption": CORRUPTION,
 }, check=_check_dataset)
@@ -73,14 +82,15 @@ MODEL = Section({
     "name": Scalar(str, doc="registered model (digits_cnn), torchvision name (resnet18), or module:function"),
     "num_classes": Scalar(int, default=10, min=1),
     "input_shape": ListOf(Scalar(int, min=1), default=[3, 32, 32], min_len=3),
-    "weights": PathSpec(default=None, nullable=True, doc="state_dict file; null trains one and caches it"),
+    "weights": PathSpec(default=None, must_exist=True, nullable=True,
+                        doc="state_dict file; null trains one and caches it"),
     "train": Section({
         "epochs": Scalar(int, default=30, min=1),
-        "lr": Scalar(float, default=0.05, min=0.0),
-        "momentum": Scalar(float, default=0.9, min=0.0),
+        "lr": Scalar(float, default=0.05, min=0.0, exclusive_min=True),
+        "momentum": Scalar(float, default=0.9, min=0.0, max=1.0),
         "weight_decay": Scalar(float, default=5e-4, min=0.0),
         "batch_size": Scalar(int, default=64, min=1),
-        "seed": Scalar(int, default=0),
+        "seed": seed(0),
     }, default={}),
 }, check=_check_model)
 
@@ -94,6 +104,8 @@ def _check_metrics(cfg: Config, file: Any, key: str) -> None:
 
 ACCURACY = Section({
     "metrics": ListOf(Scalar(str), default=["top1"], min_len=1, doc="first one is the search objective"),
+    "chance_level": Scalar(str, default="warn", choices=("warn", "error"),
+                           doc="when the fp32 model is no better than chance: warn, or stop with an error"),
 }, default={}, check=_check_metrics)
 
 QUANTIZATION = Section({
@@ -109,7 +121,19 @@ QUANTIZATION = Section({
 }, default={})
 
 CALIBRATION = Section({
-    "method": Scalar(str, default="percentile", choices=("max", "percentile", "entropy", "mse", "aciq")),
+    "method": Scalar(str, default="percentile", choices=CALIBRATION_METHODS,
+                     doc="activation clipping; entropy, mse and aciq follow each candidate's bits"),
+    "weight_method": Scalar(str, default="max", choices=("max", "aciq"), doc="weight clipping (per channel if enabled)"),
+    "prior": Scalar(str, default="laplace", choices=("laplace", "gauss"), doc="ACIQ's fitted distribution"),
+    "bit_allocation": Scalar(bool, default=False,
+                             doc="ACIQ per-output-channel weight bits, mean <= the layer's weight bits"),
+    "bias_correction": Scalar(str, default="none", choices=("none", "mean", "mean_variance"),
+                              doc="per-channel correction of quantized weights: mean (a bias), mean_variance "
+                                  "(and a per-channel scale: the ACIQ paper's)"),
+    "search_methods": ListOf(Scalar(str, choices=CALIBRATION_METHODS), default=None,
+                             nullable=True, min_len=2,
+                             doc="the search also picks each layer's input clipping among these (decision "
+                                 "variable <layer>.clipping = index in this list); null: `method` everywhere"),
     "percentile": Scalar(float, default=99.99, min=50.0, max=100.0),
     "num_bins": Scalar(int, default=2048, min=16),
     "file": PathSpec(default=None, nullable=True, doc="calibration file (JSON); default under results.dir"),
@@ -136,7 +160,7 @@ SEARCH = Section({
     "mutation_prob": Scalar(float, default=None, min=0.0, max=1.0, nullable=True,
                             doc="per variable; default 1/n_var"),
     "mutation_eta": Scalar(float, default=20.0, min=0.0),
-    "seed": Scalar(int, default=1),
+    "seed": seed(1),
     "bits": Section({
         "lower": Scalar(int, default=2, min=2, max=MAX_BITS, doc="signed integers need >= 2 bits"),
         "upper": Scalar(int, default=8, min=2, max=MAX_BITS),
@@ -175,6 +199,34 @@ def _check_problem(config: Config, file: Any) -> None:
     from sw.problems import PROBLEMS
 
     PROBLEMS.get(config.problem, file=file, key="problem", trust_custom_code=config.trust_custom_code)
+
+
+def _check_calibration(config: Config, file: Any) -> None:
+    if config.calibration.bit_allocation and not config.quantization.per_channel_weights:
+        raise WorkloadError(file, "calibration.bit_allocation",
+                            "false unless quantization.per_channel_weights is true (bits are allocated per channel)",
+                            True)
+
+
+def _check_data_fits_model(config: Config, file: Any) -> None:
+    """Every dataset yields what the model takes: 3 x S x S images with S = `model.input_shape`'s
+    side, and labels of `model.num_classes` classes."""
+    from sw.datasets import DATASETS
+
+    shape = config.model.input_shape
+    if len(shape) != 3 or shape[0] != 3 or shape[1] != shape[2]:
+        raise WorkloadError(file, "model.input_shape", "[3, S, S]: datasets yield RGB images of image_size x image_size",
+                            shape)
+    for phase, spec in config.datasets.items():
+        if spec.image_size != shape[1]:
+            raise WorkloadError(file, f"datasets.{phase}.image_size",
+                                f"{shape[1]}, the side of model.input_shape {shape}", spec.image_size)
+        classes = DATASETS.get(spec.name).classes(spec)
+        if classes is not None and classes != config.model.num_classes:
+            where = f" at {spec.path}" if spec.get("path") else ""
+            raise WorkloadError(file, "model.num_classes",
+                                f"{classes}, the number of classes of datasets.{phase} ({spec.name}{where})",
+                                config.model.num_classes)
 
 
 WORKLOAD = Section({
@@ -251,4 +303,6 @@ def load_workload(path: str | Path | None = None) -> Workload:
     _check_problem(config, path)
     if not config.datasets:
         raise WorkloadError(path, "datasets", f"at least one of {', '.join(PHASES)}", {})
+    _check_data_fits_model(config, path)
+    _check_calibration(config, path)
     return Workload(config, path)

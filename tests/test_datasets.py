@@ -23,7 +23,7 @@ from sw.datasets import DATASETS, _SafeUnpickler, build_dataset, build_loader
 from sw.errors import DataError
 from sw.schema import Config
 
-DEFAULTS = dict(name="digits", path=None, split="test", sample_limit=None, batch_size=16, randomize=False,
+DEFAULTS = dict(name="digits", path=None, split=None, sample_limit=None, batch_size=16, randomize=False,
                 seed=0, image_size=32, corruption=None)
 
 
@@ -175,13 +175,39 @@ def test_imagefolder_labels_follow_sorted_class_folders_and_images_are_center_cr
         torch.testing.assert_close(image, torch.full_like(image, expected[label] / 255), atol=1.5 / 255, rtol=0)
 
 
-def test_imagefolder_resizes_the_shorter_side_and_ignores_split(image_folder):
-    dataset = build_dataset(spec(name="imagefolder", path=image_folder, split="val", image_size=16))
+def test_imagefolder_resizes_the_shorter_side_and_without_split_is_the_whole_folder(image_folder):
+    dataset = build_dataset(spec(name="imagefolder", path=image_folder, image_size=16))
     assert len(dataset) == 6
     image, label = dataset[0]
     check_item((image, label), 16)
     centre = image[:, 4:12, 4:12]
     torch.testing.assert_close(centre, torch.full_like(centre, FOLDER_VALUES["cat"] / 255), atol=2 / 255, rtol=0)
+
+
+def test_imagefolder_split_is_a_fixed_seeded_stratified_partition(tmp_path):
+    """10 + 5 images whose grey value identifies them: train/val/test are disjoint, cover the folder,
+    are 60/20/20 per class, and do not depend on the phase's seed."""
+    grey = {("ant", i): 10 + 10 * i for i in range(10)} | {("bee", i): 150 + 10 * i for i in range(5)}
+    for (name, i), value in grey.items():
+        write_framed_png(tmp_path / "f" / name / f"{i}.png", value, height=8, width=8)
+
+    def items(split, seed=0) -> list[tuple[int, int]]:
+        dataset = build_dataset(spec(name="imagefolder", path=tmp_path / "f", split=split, image_size=8, seed=seed))
+        return [(round(float(image.mean()) * 255), label) for image, label in dataset]
+
+    parts = {split: items(split) for split in ("train", "val", "test")}
+    assert sorted(parts["train"] + parts["val"] + parts["test"]) == sorted(items("all")) == sorted(items(None))
+    assert sorted(items("all")) == sorted((value, 0 if name == "ant" else 1) for (name, _), value in grey.items())
+    for split, (ants, bees) in {"train": (6, 3), "val": (2, 1), "test": (2, 1)}.items():
+        assert [label for _, label in parts[split]].count(0) == ants
+        assert [label for _, label in parts[split]].count(1) == bees
+    assert items("val", seed=5) == parts["val"]
+    assert items("train") == parts["train"]  # the same partition on every call
+
+    (tmp_path / "g" / "ant").mkdir(parents=True)
+    write_framed_png(tmp_path / "g" / "ant" / "only.png", 50, height=8, width=8)
+    with pytest.raises(DataError, match=r"split 'test' is empty.*split: all"):
+        build_dataset(spec(name="imagefolder", path=tmp_path / "g", split="test", image_size=8))
 
 
 def test_imagefolder_errors_name_the_folder(tmp_path):

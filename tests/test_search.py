@@ -37,25 +37,28 @@ def test_tiny_search_returns_a_non_dominated_feasible_front(write_workload, caps
         individuals = db.individuals(run.id)
     assert run.finished is not None
     assert len(individuals) >= 6
-    front = json.loads((study.results_dir / "front.json").read_text())["front"]
+    written = json.loads((study.results_dir / "front.json").read_text())
+    front = written["front"]
     assert front, "the tiny search must find feasible points"
+    cost = study.workload.search.weighting  # the cost column is named after the weighting
+    assert written["objectives"] == ["top1", cost] and cost == "params_weighted"
     lower, upper = study.workload.search.bits.lower, study.workload.search.bits.upper
     feasible = [i for i in individuals if i.metrics["top1"] >= 0.5]
     for point in front:
         bits = [point[name] for name in run.var_names]
         assert all(lower <= b <= upper for b in bits)
         assert point["top1"] >= 0.5
-        objectives = (-point["top1"], point["weighted_bits"])
+        objectives = (-point["top1"], point[cost])
         assert not any(_dominates((-i.metrics["top1"], i.objectives[1]), objectives) for i in feasible)
     for a in front:
         for b in front:
-            assert not _dominates((-a["top1"], a["weighted_bits"]), (-b["top1"], b["weighted_bits"]))
+            assert not _dominates((-a["top1"], a[cost]), (-b["top1"], b[cost]))
     # the weighted-bits objective is the weighting of the decoded bits, recomputed here independently
     sizes = study.quantized_model.layer_sizes
     for point in front:
         bits = {s.name: point[f"{s.name}.bits"] for s in sizes}
         total = sum(s.weights + s.inputs for s in sizes)
-        assert point["weighted_bits"] == pytest.approx(sum((s.weights + s.inputs) * bits[s.name] for s in sizes) / total)
+        assert point[cost] == pytest.approx(sum((s.weights + s.inputs) * bits[s.name] for s in sizes) / total)
     for kind in ("front.csv", "front.json", "front.png"):
         assert (study.results_dir / kind).stat().st_size > 0
         assert str(study.results_dir / kind) in out

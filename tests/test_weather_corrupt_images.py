@@ -129,9 +129,14 @@ def test_output_tree_loads_as_an_imagenet_c_dataset_of_a_workload(tmp_path, writ
     tree = tmp_path / "imagenet_c"
     assert main(["corrupt-images", str(root), str(tree), "--conditions", "frost", "--severities", "2",
                  "--workers", "1", "--no-progress"]) == 0
-    workload = load_workload(write_workload({"datasets": {"exploration": {
-        "name": "imagenet_c", "path": str(tree), "split": "all", "batch_size": 4,
-        "corruption": {"condition": "frost", "severity": 2}}}}))
+    import yaml
+
+    from conftest import TINY, deep_update
+
+    only = deep_update(TINY, {"model": {"num_classes": len(photos)}})  # the model must have the tree's classes
+    only["datasets"] = {"exploration": {"name": "imagenet_c", "path": str(tree), "split": "all", "batch_size": 4,
+                                        "corruption": {"condition": "frost", "severity": 2}}}
+    workload = load_workload(write_workload(raw=yaml.safe_dump(only)))
     dataset = build_dataset(workload.dataset("exploration"))
     assert len(dataset) == 3
     expected = [(np.asarray(Image.open(tree / "frost" / "2" / label / f"{i}.png")), label_index)

@@ -1,4 +1,4 @@
-"""`python -m sw evaluate WORKLOAD --bits ...`: the metrics of one bit configuration."""
+"""`python -m sw evaluate WORKLOAD --bits ...`: the metrics of one configuration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from sw.errors import UserError
 from sw.study import Study
 from sw.workload import MAX_BITS
 
-HELP = "evaluate one bit configuration (or fp32, or a Pareto point) on a dataset phase"
+HELP = "evaluate one configuration (a decision vector, uniform bits, a Pareto point or fp32) on a dataset phase"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--bits", help="comma-separated decision vector (one value per variable, see --list)")
     which.add_argument("--uniform", type=int, metavar="B", help="every layer at B bits")
-    which.add_argument("--point", type=int, metavar="N", help="point N of the latest Pareto front")
+    which.add_argument("--point", metavar="N|best",
+                       help="point N of the latest Pareto front, or best: the cheapest point that meets the "
+                            "accuracy constraint on held-out data")
     which.add_argument("--fp32", action="store_true", help="the unquantized model")
     parser.add_argument("--phase", default="reevaluation",
                         choices=("exploration", "baseline", "reevaluation", "calibration", "retraining"))
@@ -25,6 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_bits(text: str, n_var: int) -> list[int]:
+    """A decision vector from `--bits` (one value repeats for every variable)."""
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
     except ValueError:
@@ -33,37 +36,46 @@ def parse_bits(text: str, n_var: int) -> list[int]:
         values = values * n_var
     if len(values) != n_var:
         raise UserError(f"--bits: expected {n_var} values (one per variable, see --list), got {len(values)}")
-    bad = [v for v in values if not 2 <= v <= MAX_BITS]
-    if bad:
-        raise UserError(f"--bits: expected bit widths in [2, {MAX_BITS}] (signed integers need >= 2), got {bad[0]}")
     return values
 
 
-def run(args: argparse.Namespace) -> int:
-    from sw.problems.quantization_problem import variable_names
+def check_bits(layer_bits: dict[str, tuple[int, int]], option: str) -> None:
+    for layer, bits in layer_bits.items():
+        bad = [b for b in bits if not 2 <= b <= MAX_BITS]
+        if bad:
+            raise UserError(f"{option}: expected bit widths in [2, {MAX_BITS}] (signed integers need >= 2), "
+                            f"got {bad[0]} for layer {layer}")
 
+
+def run(args: argparse.Namespace) -> int:
     study = Study(args.workload, progress=args.progress)
     w = study.workload
     if args.fp32:
         metrics = study.evaluate(study.fp32_model, args.phase)
         label = "fp32"
     else:
-        names = variable_names(study.quantized_model.layer_names, w.quantization.explore)
         if args.list:
-            for i, name in enumerate(names):
+            for i, name in enumerate(study.variable_names):
                 print(f"{i:>3}  {name}")
             return 0
-        if args.point is not None:
-            front = study.pareto_bits()
-            if not 0 <= args.point < len(front):
-                raise UserError(f"--point: expected 0..{len(front) - 1} (the Pareto front has {len(front)} points), got {args.point}")
-            layer_bits = front[args.point]
-            label = f"Pareto point {args.point}"
+        if args.bits is None and args.point is None:  # --uniform B, or the baseline bits
+            bits = w.quantization.baseline_bits if args.uniform is None else args.uniform
+            layer_bits = study.uniform_bits(bits)
+            check_bits(layer_bits, "--uniform")
+            label = f"uniform {bits} bits"
+            metrics = study.evaluate_bits(layer_bits, args.phase)
         else:
-            x = parse_bits(args.bits if args.bits else str(args.uniform or w.quantization.baseline_bits), len(names))
+            if args.point is not None:
+                row, _ = study.select_point(args.point)
+                x = study.point_vector(row)
+                label = f"Pareto point {row['point']}" + (" (best on held-out data)" if args.point == "best" else "")
+            else:
+                x = parse_bits(args.bits, len(study.variable_names))
+                label = "decision vector " + ",".join(map(str, x))
             layer_bits = study.decode(x)
-            label = "bits " + ",".join(map(str, x))
-        metrics = study.evaluate_bits(layer_bits, args.phase)
+            check_bits(layer_bits, "--point" if args.point is not None else "--bits")
+            metrics = study.evaluate_point(x, args.phase)
+        print("bits per layer: " + ", ".join(f"{n}={wb}/{ib}" for n, (wb, ib) in layer_bits.items()))
         print(f"weighted bits ({w.search.weighting}): {study.weighted_bits(layer_bits):.4f}")
     print(f"{label} on {args.phase}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

@@ -1,11 +1,14 @@
-"""`python -m sw explore [WORKLOAD]`: baselines, NSGA-II search, Pareto front (CSV, JSON, PNG)."""
+"""`python -m sw explore [WORKLOAD]`: baselines, NSGA-II search, held-out re-evaluation of the
+Pareto front and the baselines, Pareto front (CSV, JSON, PNG) and the printed table."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
-from sw.pareto import pareto_front, write_front
+from sw.heldout import PHASE as HELDOUT, PREFIX, best_index, reevaluate
+from sw.pareto import front_rows, pareto_front, write_front
 from sw.search import Recorder, RecordingRunner, build_algorithm, make_backend, run_nsga2
 from sw.study import Study
 
@@ -54,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
         base = baselines(study, db, skip=args.skip_baseline)
         for name, metrics in base.items():
             print(f"baseline {name:>5}: {_fmt(metrics)}")
+        warning = study.check_above_chance(base["fp32"])
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr)
         thresholds = study.thresholds(base["fp32"])
         print("constraint: " + ", ".join(f"{m} >= {t:.4f}" for m, t in zip(w.accuracy.metrics, thresholds)))
 
@@ -77,19 +83,22 @@ def run(args: argparse.Namespace) -> int:
             run_nsga2(problem, algorithm, recorder, w.search.generations, w.search.seed, progress=args.progress)
         finally:
             backend.close()
-        db.finish_run(recorder.run_id)
-        run_record = db.run(recorder.run_id)
         individuals = db.individuals(recorder.run_id)
+        front = pareto_front(individuals)
+        heldout = reevaluate(study, db, front, base)
+        db.finish_run(recorder.run_id)  # only now: a run killed while re-evaluating is resumed with --resume
+        run_record = db.run(recorder.run_id)
 
-    front = pareto_front(individuals)
-    paths = write_front(run_record, individuals, study.results_dir, baselines=base)
+    paths = write_front(run_record, individuals, study.results_dir, heldout, baselines=base)
     print(f"evaluated {recorder.evaluated} new individuals ({recorder.reused} from the database), "
-          f"{len(individuals)} in this run; Pareto front of {len(front)} points:")
-    cost_name = problem.objective_names[1]
-    print(f"  {'point':>5}  {w.accuracy.metrics[0]:>8}  {cost_name:>14}  bits")
-    for i, ind in enumerate(front):
-        print(f"  {i:>5}  {ind.metrics[w.accuracy.metrics[0]]:>8.4f}  {ind.objectives[1]:>14.4f}  "
-              f"{' '.join(str(b) for b in ind.x)}")
+          f"{len(individuals)} in this run; Pareto front of {len(front)} points")
+    print(f"held-out re-evaluation on the {HELDOUT} data: {heldout.evaluated} evaluated, "
+          f"{heldout.reused} from the database")
+    for name, metrics in heldout.baselines.items():
+        print(f"baseline {name:>5}: held-out {_fmt(metrics)}")
+    for line in front_table(front_rows(run_record, front, heldout), run_record.metric_names,
+                            problem.objective_names[1], problem.var_names):
+        print(line)
     if not front:
         print("  (no feasible point: relax search.minimum_accuracy or widen search.bits)")
     print(f"results database: {study.db_path}")
@@ -97,3 +106,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"Pareto front {kind.upper():>4}: {paths[kind]}")
     print(f"done in {time.perf_counter() - started:.1f} s")
     return 0
+
+
+def front_table(rows: list[dict], metrics: list[str], cost_name: str, var_names: list[str]) -> list[str]:
+    """The printed front: exploration and held-out metrics side by side, held-out misses marked."""
+    width = max(len(PREFIX) + max(map(len, metrics)), 8)
+    lines = [f"  {'point':>5}  " + "  ".join(f"{m:>8}  {PREFIX + m:>{width}}" for m in metrics)
+             + f"  {cost_name:>14}  {'held-out':<8}  bits"]
+    for row in rows:
+        lines.append(f"  {row['point']:>5}  "
+                     + "  ".join(f"{row[m]:>8.4f}  {row[PREFIX + m]:>{width}.4f}" for m in metrics)
+                     + f"  {row[cost_name]:>14.4f}  {'ok' if row[PREFIX + 'feasible'] else 'MISSES':<8}  "
+                     + " ".join(str(row[v]) for v in var_names))
+    best = best_index(rows)
+    if rows and best is None:
+        lines.append(f"no point meets the constraint on the held-out ({HELDOUT}) data: `--point best` has nothing "
+                     f"to choose; relax search.minimum_accuracy or widen search.bits")
+    elif rows:
+        missed = sum(not row[PREFIX + "feasible"] for row in rows)
+        lines.append(f"best (the cheapest point that meets the constraint on held-out data): point {best}"
+                     + (f"; {missed} point(s) marked MISSES meet it on the exploration data only" if missed else ""))
+    return lines

@@ -18,7 +18,9 @@ HELP = "quantization-aware retraining (QAT) of a Pareto point or a uniform bit w
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("workload", nargs="?", help="workload YAML (default: the embedded study)")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--point", type=int, metavar="N", help="point N of the latest Pareto front")
+    which.add_argument("--point", metavar="N|best",
+                       help="point N of the latest Pareto front, or best: the cheapest point that meets the "
+                            "accuracy constraint on held-out data")
     which.add_argument("--uniform", type=int, metavar="B", help="every layer at B bits")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--lr", type=float, default=0.005)
@@ -29,15 +31,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     study = Study(args.workload, progress=args.progress)
     if args.point is not None:
-        front = study.pareto_bits()
-        if not 0 <= args.point < len(front):
-            raise UserError(f"--point: expected 0..{len(front) - 1}, got {args.point}")
-        bits, label = front[args.point], f"point{args.point}"
+        row, _ = study.select_point(args.point)
+        label = f"point{row['point']}"
+        before = study.evaluate_point(study.point_vector(row), "reevaluation")
     else:
         if not 2 <= args.uniform <= 16:
             raise UserError(f"--uniform: expected a bit width in [2, 16], got {args.uniform}")
-        bits, label = study.uniform_bits(args.uniform), f"uniform{args.uniform}"
-    before = study.evaluate_bits(bits, "reevaluation")
+        label = f"uniform{args.uniform}"
+        before = study.evaluate_bits(study.uniform_bits(args.uniform), "reevaluation")
     qmodel = study.quantized_model
     spec = study.workload.dataset("retraining")
     quantization_aware_training(qmodel, build_loader(spec, shuffle=True), epochs=args.epochs, lr=args.lr,

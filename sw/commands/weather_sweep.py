@@ -33,8 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=2, help="processes that generate corruptions (default 2)")
     parser.add_argument("--run", type=int, default=None, metavar="ID",
                         help="exploration run whose Pareto front is swept (default: the latest of this workload)")
-    parser.add_argument("--baselines-only", action="store_true",
-                        help="sweep fp32 and the uniform baseline only (no exploration needed)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--baselines-only", action="store_true",
+                       help="sweep fp32 and the uniform baseline only (no exploration needed)")
+    which.add_argument("--point", metavar="N|best",
+                       help="sweep only this Pareto point (and fp32, the baseline): N, or best: the cheapest point "
+                            "that meets the accuracy constraint on held-out data")
     parser.add_argument("--fresh", action="store_true",
                         help="re-evaluate rows already in the results database instead of reusing them")
     parser.add_argument("--out", default=None,
@@ -54,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"Workload {w.name} ({w.path}): {len(args.conditions)} conditions x {len(set(args.severities))} severities "
           f"on the {args.phase} data")
     result = run_sweep(study, args.conditions, args.severities, phase=args.phase, seed=args.seed,
-                       workers=args.workers, pareto=not args.baselines_only, run_id=args.run, fresh=args.fresh,
-                       progress=args.progress)
+                       workers=args.workers, pareto=not args.baselines_only, run_id=args.run, point=args.point,
+                       fresh=args.fresh, progress=args.progress)
     out_dir = study.results_dir / "weather" if args.out is None else Path(args.out)
     paths = write_outputs(result, out_dir, title=w.name)
     print(f"{len(result.models)} models ({', '.join(m.label for m in result.models)}); "

@@ -6,7 +6,17 @@ A problem is a module (or any object) registered in `PROBLEMS` that defines five
 - `update_params_function(qmodel, x, study)`: apply one candidate (an integer vector);
 - `prepare_exploration_function(qmodel, study, thresholds) -> pymoo Problem`;
 - `sampling_method(study)`: a pymoo Sampling for the initial population;
-- `repair_method(study)`: a pymoo Repair applied to offspring.
+- `repair_method(study)`: a pymoo Repair applied to offspring;
+
+and, optionally (a plugin with its own decision vector defines it),
+
+- `variable_names_function(study) -> list[str]`: the names of the decision vector's entries
+  (default: one bit width per layer, or weight and input bits per layer; see
+  `quantization_problem.variable_names_function`). The pymoo Problem's `var_names` must equal them.
+
+The plugin alone gives a decision vector its meaning: every command applies a vector with
+`update_params_function` and reads the bits per layer back from the model (`Study.apply`,
+`Study.decode`), so a custom vector works in explore, evaluate, retrain, weather-sweep and cosim.
 
 `study` is the `sw.study.Study` of the workload (data, models, results). Register a new
 problem by adding a module here that calls `PROBLEMS.add(NAME, sys.modules[__name__])`, or,
@@ -23,6 +33,8 @@ from sw.registry import Registry
 PLUGIN_FUNCTIONS = ("prepare_exploration_function", "repair_method", "sampling_method", "init_function",
                     "update_params_function")
 
+OPTIONAL_FUNCTIONS = ("variable_names_function",)
+
 PROBLEMS: Registry[Any] = Registry("problem")
 
 
@@ -32,6 +44,14 @@ def check_plugin(plugin: Any, name: str = "") -> Any:
     if missing:
         raise TypeError(f"problem plugin {name or plugin!r} lacks {', '.join(missing)}")
     return plugin
+
+
+def variable_names_of(plugin: Any, study: Any) -> list[str]:
+    """The plugin's decision variable names (its `variable_names_function`, or the default one)."""
+    function = getattr(plugin, "variable_names_function", None)
+    if function is None:
+        from sw.problems.quantization_problem import variable_names_function as function
+    return [str(name) for name in function(study)]
 
 
 for _module in ("quantization_problem", "energy_aware_quant_problem"):

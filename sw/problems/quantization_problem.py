@@ -1,12 +1,16 @@
 """`quantization_problem`: per-layer bit widths, maximise accuracy, minimise weighted bits.
 
 Decision vector: one integer per quantized layer (`explore: tied`: weights and inputs share
-it) or two (`explore: separate`: weight bits, then input bits). Objectives (minimised by
-pymoo): `-accuracy` of the first metric and a cost. Constraints: `threshold_k - metric_k <= 0`
+it) or two (`explore: separate`: weight bits, then input bits); with
+`calibration.search_methods`, then one more per layer, `<layer>.clipping`: the index of its
+input clipping method in that list. Objectives (minimised by
+pymoo): `-accuracy` of the first metric and a cost, named after the workload's
+`search.weighting` (e.g. `params_weighted`). Constraints: `threshold_k - metric_k <= 0`
 for every metric with a minimum accuracy.
 
 Other problems reuse `QuantizationProblem` with another cost function (see
-`energy_aware_quant_problem`).
+`energy_aware_quant_problem`) or another decision vector (`var_names`, `xl`, `xu`: their
+`update_params_function` gives the vector its meaning).
 """
 
 from __future__ import annotations
@@ -42,6 +46,20 @@ def decode(x: Sequence[int], layer_names: Sequence[str], mode: str) -> dict[str,
     return {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(layer_names)}
 
 
+def clipping_names(layer_names: Sequence[str], workload) -> list[str]:
+    """`<layer>.clipping` variables when the workload searches clipping methods, else none."""
+    return [f"{n}.clipping" for n in layer_names] if workload.calibration.search_methods else []
+
+
+def split(x: Sequence[int], layer_names: Sequence[str], workload) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Decision vector -> ({layer: (weight bits, input bits)}, {layer: input clipping method})."""
+    methods = workload.calibration.search_methods or []
+    n_clip = len(clipping_names(layer_names, workload))
+    bits = decode(x[: len(x) - n_clip], layer_names, workload.quantization.explore)
+    clipping = {n: methods[int(round(float(v)))] for n, v in zip(layer_names, x[len(x) - n_clip:])} if n_clip else {}
+    return bits, clipping
+
+
 def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode: str) -> list[int]:
     if mode == "tied":
         return [bits[n][0] for n in layer_names]
@@ -49,24 +67,37 @@ def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode
 
 
 class QuantizationProblem(ElementwiseProblem):
-    """Elementwise pymoo problem over integer bit widths.
+    """Elementwise pymoo problem over integer decision vectors (bit widths by default).
 
-    Picklable for process/dask runners: only the workload path and thresholds travel; a worker
-    rebuilds the calibrated model once from the workload (and its calibration file).
+    A candidate is applied with the study's plugin (`update_params_function`); the cost is a
+    function of the resulting bits per layer. Picklable for process/dask runners: only the
+    workload path and thresholds travel; a worker rebuilds the calibrated model once from the
+    workload (and its calibration file).
     """
 
     def __init__(self, study, qmodel, cost: CostFunction, cost_name: str, thresholds: Sequence[float],
-                 elementwise_runner=None):
+                 elementwise_runner=None, *, var_names: Sequence[str] | None = None,
+                 xl: Sequence[int] | None = None, xu: Sequence[int] | None = None):
         w = study.workload
         self.study, self.qmodel, self.cost, self.cost_name = study, qmodel, cost, cost_name
         self.thresholds = [float(t) for t in thresholds]
         self.metric_names = list(w.accuracy.metrics)
         self.mode = w.quantization.explore
-        self.var_names = variable_names(qmodel.layer_names, self.mode)
+        if var_names is None:
+            bit_names = variable_names(qmodel.layer_names, self.mode)
+            var_names = bit_names + clipping_names(qmodel.layer_names, w)
+            n_bits, n_clip = len(bit_names), len(var_names) - len(bit_names)
+            methods = w.calibration.search_methods or []
+            xl = [w.search.bits.lower] * n_bits + [0] * n_clip
+            xu = [w.search.bits.upper] * n_bits + [len(methods) - 1] * n_clip
+            default = methods.index(w.calibration.method) if w.calibration.method in methods else 0
+            self.uniform_tail = [default] * n_clip  # what uniform rows of the first population use
+        self.var_names = list(var_names)
         n_var = len(self.var_names)
         kwargs = {} if elementwise_runner is None else {"elementwise_runner": elementwise_runner}
         super().__init__(n_var=n_var, n_obj=2, n_ieq_constr=len(self.thresholds),
-                         xl=np.full(n_var, w.search.bits.lower), xu=np.full(n_var, w.search.bits.upper),
+                         xl=np.full(n_var, w.search.bits.lower) if xl is None else np.asarray(xl),
+                         xu=np.full(n_var, w.search.bits.upper) if xu is None else np.asarray(xu),
                          vtype=int, **kwargs)
 
     @property
@@ -118,12 +149,19 @@ class UniformFirstSampling(Sampling):
 
     def _do(self, problem, n_samples, **kwargs):
         lower, upper = int(problem.xl[0]), int(problem.xu[0])
-        uniform = [np.full(problem.n_var, b) for b in range(upper, lower - 1, -1)][:n_samples]
+        tail = list(getattr(problem, "uniform_tail", []))  # non-bit variables (clipping methods) at their default
+        uniform = [np.array([b] * (problem.n_var - len(tail)) + tail) for b in range(upper, lower - 1, -1)][:n_samples]
         rest = IntegerRandomSampling()._do(problem, n_samples - len(uniform), **kwargs) if n_samples > len(uniform) else []
         return np.vstack([*uniform, *rest]).astype(int) if len(rest) else np.vstack(uniform).astype(int)
 
 
-# -- the five plugin functions ---------------------------------------------------------------------
+# -- the plugin functions --------------------------------------------------------------------------
+def variable_names_function(study) -> list[str]:
+    names = study.quantized_model.layer_names
+    return variable_names(names, study.workload.quantization.explore) + clipping_names(names, study.workload)
+
+
+
 def init_function(model, study):
     """Wrap the fp32 model, calibrate it (or load the calibration file), quantize weights once."""
     from sw.calibration import ensure_calibrated
@@ -137,11 +175,12 @@ def init_function(model, study):
 
 
 def update_params_function(qmodel, x, study) -> None:
-    qmodel.set_layer_bits(decode(x, qmodel.layer_names, study.workload.quantization.explore))
+    qmodel.set_layer_bits(*split(x, qmodel.layer_names, study.workload))
 
 
 def prepare_exploration_function(qmodel, study, thresholds, elementwise_runner=None) -> QuantizationProblem:
-    return QuantizationProblem(study, qmodel, study.weighted_bits, "weighted_bits", thresholds, elementwise_runner)
+    return QuantizationProblem(study, qmodel, study.weighted_bits, study.workload.search.weighting, thresholds,
+                               elementwise_runner)
 
 
 def sampling_method(study) -> Sampling:

@@ -20,9 +20,9 @@ def workload(tmp_path: Path, energy: str = "") -> Path:
     path.write_text(f"""
 name: tiny
 trust_custom_code: true
-model: {{name: "tinymodel:Tiny", num_classes: 3, input_shape: [3, 8, 8]}}
+model: {{name: "tinymodel:Tiny", num_classes: 10, input_shape: [3, 8, 8]}}
 datasets:
-  exploration: {{name: digits, split: val}}
+  exploration: {{name: digits, split: val, image_size: 8}}
 search:
   bits: {{lower: 2, upper: 2}}
 results: {{dir: {tmp_path / 'results'}}}

@@ -25,8 +25,8 @@ def test_cost_is_the_table_lookup_in_microjoules(tmp_path, monkeypatch):
 name: tinyprob
 problem: energy_aware_quant_problem
 trust_custom_code: true
-model: {{name: "tinyprob:Tiny", num_classes: 3, input_shape: [3, 8, 8]}}
-datasets: {{exploration: {{name: digits, split: val}}}}
+model: {{name: "tinyprob:Tiny", num_classes: 10, input_shape: [3, 8, 8]}}
+datasets: {{exploration: {{name: digits, split: val, image_size: 8}}}}
 quantization: {{explore: separate}}
 search: {{bits: {{lower: 8, upper: 8}}}}
 energy: {{objective: dram_energy, workers: 1, cache: {tmp_path / 'c.sqlite'}}}
@@ -35,7 +35,7 @@ results: {{dir: {tmp_path / 'results'}}}
     workload = load_workload(path)
     from tinyprob import Tiny as TinyFromFile
 
-    qmodel = QuantizedModel(TinyFromFile(3), [3, 8, 8], QuantSettings())
+    qmodel = QuantizedModel(TinyFromFile(10), [3, 8, 8], QuantSettings())
     study = types.SimpleNamespace(workload=workload, progress=False)
     plugin = PROBLEMS.get("energy_aware_quant_problem")
     cost, name = plugin.energy_cost(study, qmodel)
