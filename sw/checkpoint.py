@@ -36,12 +36,18 @@ def _paths(stem: Path) -> tuple[Path, Path]:
     return stem.with_suffix(".pt"), stem.with_suffix(".json")
 
 
+def _bias_correction(q) -> str | None:
+    """The calibration's bias correction of a weight quantizer (sw.bias_correction): applied on load too."""
+    correction = getattr(q, "bias_correction", None)
+    return None if correction is None else "mean_variance" if correction.variance else "mean"
+
+
 def _quantizer_json(q) -> dict[str, Any]:
     amax = q.amax
     return {"class": type(q).__name__, "bits": int(q.num_bits), "unsigned": bool(q.unsigned),
             "narrow_range": bool(q.narrow_range), "enabled": not q._disabled,
             "amax": None if amax is None else amax.detach().float().reshape(-1).tolist(),
-            "amax_shape": None if amax is None else list(amax.shape)}
+            "amax_shape": None if amax is None else list(amax.shape), "bias_correction": _bias_correction(q)}
 
 
 def save_checkpoint(qmodel, stem: Path, *, workload, info: Mapping[str, Any]) -> tuple[Path, Path]:
@@ -112,6 +118,11 @@ def load_checkpoint(qmodel, stem: Path, *, model_name: str | None = None) -> dic
     if set(meta["quantizers"]) != set(quantizers):
         missing = sorted(set(meta["quantizers"]) ^ set(quantizers))[0]
         raise DataError(f"{js}: quantizer {missing!r} is in only one of the checkpoint and the model")
+    for address, q in quantizers.items():
+        saved, current = meta["quantizers"][address].get("bias_correction"), _bias_correction(q)
+        if saved != current:  # the correction is re-derived from the weights whenever they are frozen
+            raise DataError(f"{js}: checkpoint made with calibration.bias_correction {saved or 'none'} on {address}, "
+                            f"the workload has {current or 'none'}; use the workload it was made with")
     layer_bits = {n: (int(b[0]), int(b[1])) for n, b in meta["layer_bits"].items()}
     qmodel.unfreeze_weights()
     qmodel.set_layer_bits(layer_bits)

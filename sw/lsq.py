@@ -98,10 +98,9 @@ class LsqQuantizer(TensorQuantizer):
 
 
 def pin_amax(q: TensorQuantizer, amax: torch.Tensor) -> None:
-    """Set a quantizer's amax for good: bit-dependent clipping (sw.calibration) no longer moves it."""
-    for attr in ("clipping", "aciq_stats"):
-        if getattr(q, attr, None) is not None:
-            setattr(q, attr, None)
+    """Set a quantizer's amax for good: neither bit-dependent clipping nor a per-layer clipping
+    choice (`sw.clipping`, applied by `set_layer_bits`) moves it any more."""
+    q.clipping = q.clippings = None
     amax = amax.detach().float()
     if hasattr(q, "_amax"):
         q._amax.data.copy_(amax.reshape(q._amax.shape))
@@ -109,20 +108,32 @@ def pin_amax(q: TensorQuantizer, amax: torch.Tensor) -> None:
         q.register_buffer("_amax", amax.clone())
 
 
-def swap_in(qmodel, method: str) -> dict[str, TensorQuantizer]:
-    """Put trainable quantizers in place for `method` ("ste" or "lsq"); returns the originals by address.
+def check_trainable(qmodel, method: str) -> None:
+    """ValueError (one line) if `method` cannot train this model's quantizers.
 
     Asymmetric (snpe) and power-of-two quantizers train with STE through their own forward
-    (their scale rule is not a free step); LSQ is for the symmetric fp32-scale presets.
+    (their scale rule is not a free step); LSQ is for the symmetric fp32-scale presets. Weights
+    with per-channel bits (calibration.bit_allocation) are refused: QAT quantizers have one bit
+    width per tensor.
     """
     if method not in ("ste", "lsq"):
-        raise ValueError(f"unknown QAT method {method!r}; expected ste or lsq")
+        raise ValueError(f"--method: unknown QAT method {method!r}; expected ste or lsq")
+    for address, q in qmodel.quantizers().items():
+        if getattr(q, "channel_bits", None) is not None:
+            raise ValueError(f"calibration.bit_allocation: quantizer {address} has per-channel bits; QAT trains one "
+                             f"bit width per tensor: retrain with bit_allocation: false")
+        if method == "lsq" and isinstance(q, (AffineQuantizer, Pow2Quantizer)):
+            raise ValueError(f"--method lsq learns a free fp32 step; quantizer {address} follows the "
+                             f"{type(q).__name__} rule of the preset: use --method ste")
+
+
+def swap_in(qmodel, method: str) -> dict[str, TensorQuantizer]:
+    """Put trainable quantizers in place for `method` ("ste" or "lsq"); returns the originals by address
+    (`check_trainable` first; preset quantizers with their own scale rule train through their forward)."""
+    check_trainable(qmodel, method)
     originals = {}
     for address, q in list(qmodel.quantizers().items()):
         if isinstance(q, (AffineQuantizer, Pow2Quantizer)):
-            if method == "lsq":
-                raise ValueError(f"LSQ learns a free fp32 step; quantizer {address} follows the "
-                                 f"{type(q).__name__} rule: use method ste with this preset")
             continue
         originals[address] = qmodel.replace_quantizer(address, LsqQuantizer(q, learn=method == "lsq"))
     return originals

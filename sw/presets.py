@@ -122,6 +122,12 @@ class Pow2Quantizer(TensorQuantizer):
         raw = super()._get_amax(inputs)
         return pow2_amax(raw, self._num_bits, self._unsigned)
 
+    # calibration file (sw.calibration): the raw amax, not its power of two at today's bits, so a
+    # reloaded quantizer rounds to the same 2^k at every bit width
+    def extra_calibration(self) -> dict[str, Any]:
+        raw = getattr(self, "_amax", None)
+        return {} if raw is None else {"amax": raw.detach().float().tolist()}
+
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
     """Round half to even forward, identity backward (straight-through); forward equals torch.round."""

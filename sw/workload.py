@@ -214,6 +214,13 @@ def _check_calibration(config: Config, file: Any) -> None:
                             True)
 
 
+def _check_preset(config: Config, file: Any) -> None:
+    if config.calibration.bit_allocation and config.quantization.preset in ("snpe", "pow2"):
+        raise WorkloadError(file, "calibration.bit_allocation",
+                            f"false with quantization.preset {config.quantization.preset} (its quantizers have one bit "
+                            f"width per tensor; presets hw and tensorrt allocate per channel)", True)
+
+
 def _check_data_fits_model(config: Config, file: Any) -> None:
     """Every dataset yields what the model takes: 3 x S x S images with S = `model.input_shape`'s
     side, and labels of `model.num_classes` classes."""
@@ -311,4 +318,5 @@ def load_workload(path: str | Path | None = None) -> Workload:
         raise WorkloadError(path, "datasets", f"at least one of {', '.join(PHASES)}", {})
     _check_data_fits_model(config, path)
     _check_calibration(config, path)
+    _check_preset(config, path)
     return Workload(config, path)

@@ -85,6 +85,73 @@ def test_lsq_forward_is_pytorch_quantizations_fake_quant(bits, unsigned, narrow)
     assert float(q.amax) == pytest.approx(float(amax), rel=1e-6)
 
 
+def test_a_pinned_amax_survives_bit_changes_and_clipping_choices():
+    """Trained / loaded amax stays put: neither the bit-aware clipping nor a per-layer clipping
+    method chosen by set_layer_bits (sw.clipping) moves it."""
+    from sw.calibration import Recipe, calibrate
+    from sw.lsq import pin_amax
+    from sw.quantized_model import QuantizedModel, QuantSettings
+    from tiny_graph_net import images, tiny_residual
+
+    qmodel = QuantizedModel(tiny_residual(), (3, 16, 16), QuantSettings(calib_method="histogram", num_bins=256))
+    calibrate(qmodel, [(images(16), None)], Recipe(method="mse", weight_method="aciq", search_methods=("mse", "aciq")))
+    qin, qw = qmodel.quantizers()["conv1.input"], qmodel.quantizers()["conv1.weight"]
+    pin_amax(qin, torch.tensor(0.123))
+    pin_amax(qw, torch.full_like(qw.amax, 0.25))
+    for bits, method in (((3, 3), "aciq"), ((5, 2), "mse"), ((2, 6), None)):
+        qmodel.set_layer_bits({"conv1": bits}, {"conv1": method} if method else None)
+        assert float(qin.amax) == pytest.approx(0.123, rel=1e-7) and bool((qw.amax == 0.25).all())
+
+
+def test_qat_refuses_what_it_cannot_train():
+    from sw.calibration import Recipe, calibrate
+    from sw.lsq import check_trainable
+    from sw.presets import resolve
+    from sw.quantized_model import QuantizedModel, QuantSettings
+    from tiny_graph_net import images, tiny_residual
+
+    pow2 = QuantizedModel(tiny_residual(), (3, 16, 16), resolve(QuantSettings(preset="pow2")))
+    with pytest.raises(ValueError, match=r"--method lsq learns a free fp32 step; quantizer model_input .* use --method ste"):
+        check_trainable(pow2, "lsq")
+    check_trainable(pow2, "ste")
+    allocated = QuantizedModel(tiny_residual(), (3, 16, 16))
+    calibrate(allocated, [(images(8), None)], Recipe(bit_allocation=True))
+    allocated.set_layer_bits({"conv1": (4, 8)})
+    with pytest.raises(ValueError, match="calibration.bit_allocation: quantizer stem.0.weight has per-channel bits"):
+        check_trainable(allocated, "ste")
+
+
+def test_a_checkpoint_keeps_the_bias_correction_it_was_made_with(tmp_path):
+    """The mean bias correction is re-derived from the weights on load: the same outputs where the
+    workload has it, one clear error where it has not."""
+    from types import SimpleNamespace
+
+    from sw.calibration import Recipe, calibrate
+    from sw.checkpoint import load_checkpoint, save_checkpoint
+    from sw.errors import DataError
+    from sw.quantized_model import QuantizedModel
+    from tiny_graph_net import images, tiny_residual
+
+    def built(correction: str) -> "QuantizedModel":
+        qmodel = QuantizedModel(tiny_residual(), (3, 16, 16))
+        calibrate(qmodel, [(images(16), None)], Recipe(bias_correction=correction))
+        qmodel.freeze_weights()
+        qmodel.set_layer_bits({"conv1": (3, 5), "fc": (4, 4)})
+        return qmodel
+
+    workload = SimpleNamespace(name="w", model=SimpleNamespace(name="tiny"))
+    corrected = built("mean")
+    save_checkpoint(corrected, tmp_path / "ck", workload=workload, info={})
+    with pytest.raises(DataError, match="bias_correction mean on stem.0.weight, the workload has none"):
+        load_checkpoint(built("none"), tmp_path / "ck")
+    again = built("mean")
+    again.set_layer_bits({"conv1": (8, 8), "fc": (8, 8)})
+    load_checkpoint(again, tmp_path / "ck")
+    x = images(8, seed=4)
+    with torch.no_grad():
+        assert torch.equal(again(x), corrected(x))
+
+
 # -- QAT through the CLI -------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def workload(tiny_workload):

@@ -118,6 +118,20 @@ def test_pow2_preset_scales_are_powers_of_two_at_every_bit_width():
     np.testing.assert_array_equal(q(w).numpy(), expected)
 
 
+def test_pow2_calibration_file_keeps_the_raw_amax(tmp_path):
+    """Reloaded pow2 quantizers round to the same 2^k at every bit width as the calibrated ones
+    (the file holds the raw amax, not its power of two at the bits it was saved at)."""
+    qmodel = _built("pow2")  # max calibration: no clipping object re-derives amax on load
+    path = save_calibration(qmodel, tmp_path / "c.json", {"x": 1})
+    fresh = QuantizedModel(tiny_residual(), (3, 16, 16), resolve(QuantSettings(preset="pow2")))
+    load_calibration(fresh, path)
+    for name, q in qmodel.quantizers().items():
+        other = fresh.quantizers()[name]
+        for bits in (2, 3, 4, 6, 8):
+            q.num_bits = other.num_bits = bits
+            assert torch.equal(quant_params(other).scale, quant_params(q).scale), (name, bits)
+
+
 @pytest.mark.parametrize("preset, fixed", [("tensorrt", {"per_channel_weights": True, "unsigned_activations": "never",
                                                         "narrow_range": True}),
                                            ("snpe", {"per_channel_weights": False, "narrow_range": False}),
@@ -131,3 +145,13 @@ def test_presets_fix_their_settings_and_leave_the_rest(preset, fixed):
     assert resolved.baseline_bits == 6
     if not fixed:
         assert resolved == base
+
+
+@pytest.mark.parametrize("preset", ["snpe", "pow2"])
+def test_bit_allocation_with_a_one_bit_width_preset_is_a_workload_error(write_workload, preset):
+    from sw.errors import WorkloadError
+    from sw.workload import load_workload
+
+    path = write_workload({"calibration": {"bit_allocation": True}, "quantization": {"preset": preset}})
+    with pytest.raises(WorkloadError, match=f"calibration.bit_allocation: expected false with quantization.preset {preset}"):
+        load_workload(path)

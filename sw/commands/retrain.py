@@ -9,11 +9,12 @@ from pathlib import Path
 
 from sw.checkpoint import save_checkpoint
 from sw.commands._configuration import add_configuration_arguments, apply_configuration
+from sw.csv_table import upsert_rows
 from sw.datasets import build_loader
 from sw.errors import UserError
 from sw.heldout import PHASE as HELDOUT
+from sw.lsq import check_trainable
 from sw.study import Study
-from sw.csv_table import upsert_rows
 from sw.training import quantization_aware_training
 
 HELP = "quantization-aware retraining (QAT: STE or LSQ) of a Pareto point or a uniform bit width"
@@ -43,15 +44,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     study = Study(args.workload, progress=args.progress)
     label, info = apply_configuration(study, args)
-    before = study.evaluate(study.quantized_model, HELDOUT)
     qmodel = study.quantized_model
+    try:  # before any work: LSQ with a preset whose scale is not a free step, per-channel weight bits
+        check_trainable(qmodel, args.method)
+    except ValueError as exc:
+        raise UserError(f"{study.workload.path}: {exc}") from None
+    before = study.evaluate(qmodel, HELDOUT)
     layer_bits = qmodel.layer_bits()
     spec = study.workload.dataset("retraining")
-    try:
-        quantization_aware_training(qmodel, build_loader(spec, shuffle=True), epochs=args.epochs, lr=args.lr,
-                                    method=args.method, seed=study.workload.model.train.seed, progress=args.progress)
-    except ValueError as exc:  # LSQ with a preset whose scale rule is not a free step
-        raise UserError(f"--method: {exc}") from None
+    quantization_aware_training(qmodel, build_loader(spec, shuffle=True), epochs=args.epochs, lr=args.lr,
+                                method=args.method, seed=study.workload.model.train.seed, progress=args.progress)
     after = study.evaluate(qmodel, HELDOUT)
     print(f"{label}: before QAT ({HELDOUT}) {_fmt(before)}")
     print(f"{label}: after {args.method.upper()} QAT ({HELDOUT}) {_fmt(after)}")

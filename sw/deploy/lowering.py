@@ -74,6 +74,12 @@ def _pair(v) -> tuple[int, int]:
 def _weight_codes(qmodel, name: str, layer: nn.Module) -> tuple[torch.Tensor, QuantParams]:
     """Integer weight codes of a layer, checked against the weights the fake-quant model uses."""
     wq = layer._weight_quantizer
+    if getattr(wq, "channel_bits", None) is not None:
+        raise UnsupportedOp(f"layer {name}: calibration.bit_allocation gives each output channel its own weight bits; "
+                            f"the integer model, ONNX export and checkpoints carry one bit width per tensor")
+    if getattr(getattr(wq, "bias_correction", None), "variance", False):
+        raise UnsupportedOp(f"layer {name}: calibration.bias_correction: mean_variance rescales each output channel "
+                            f"off the quantizer's integer grid; export supports bias_correction none or mean")
     params = quant_params(wq)
     with torch.no_grad():
         used = layer.weight.detach() if wq._disabled else wq(layer.weight.detach())
