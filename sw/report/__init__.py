@@ -60,6 +60,7 @@ def build_report(study, run_id: int | None = None, out_dir: Path | None = None) 
                  for name, (title, _) in _absent_folders(inputs).items()]
     if inputs.problems:
         sections[0].problems += inputs.problems
+    _remove_stale(out_dir, {f.figure.name for f in written})
     write_text(out_dir / "figures.tex", tikz.document([(f.figure, f.figure.caption) for f in written],
                                                       f"{inputs.workload.name}: figures"))
     sections.append(page.files_section(out_dir))
@@ -67,6 +68,13 @@ def build_report(study, run_id: int | None = None, out_dir: Path | None = None) 
                  f"from {inputs.results_dir}.")
     index = write_text(out_dir / "index.html", page.render(inputs, sections, generated))
     return Report(index, out_dir, inputs, sections, written)
+
+
+def _remove_stale(out_dir: Path, written: set[str]) -> None:
+    """Files of figures an earlier report drew whose input is gone now (the page must not link them)."""
+    for name in set(F.NAMES) - written:
+        for kind in ("png", "svg", "csv", "tex"):
+            (out_dir / f"{name}.{kind}").unlink(missing_ok=True)
 
 
 def _search_sections(inputs: StudyInputs, draw) -> list[Section]:
@@ -99,7 +107,12 @@ def _energy_section(inputs: StudyInputs, draw, out_dir: Path) -> Section:
     figure, why = F.energy_figure(inputs)
     if why:
         section.notes.append(why)
-    body = draw(figure) if figure is not None else ""
+    body = ""
+    if figure is not None:
+        body = draw(figure) + page.table(figure.columns[1:2] + [c for c in figure.columns if c.endswith("_uj")],
+                                         ([r[1]] + [v for c, v in zip(figure.columns, r) if c.endswith("_uj")]
+                                          for r in figure.rows))
+        body += '<p class="note">c0, c1, ...: the configurations of the figure, in its legend order; values in uJ.</p>'
     body += page.csv_table(inputs.energy_table, out_dir)
     body += "".join(page.csv_table(t, out_dir) for t in inputs.energy_tables)
     section.body = body

@@ -12,6 +12,7 @@ from sw.report.spec import NAN, Axis, Figure, Heatmap, HLine, Series
 
 BLUE, GREEN, RED, GREY, GOLD, PINK = "#1f4e9c", "#2a8a4a", "#d62020", "#555555", "#f0b000", "#d9a0a0"
 PALE = "#9aa9c4"
+NAMES = ("front", "generations", "hypervolume", "bits", "energy", "weather")  # every figure a report can draw
 OPERAND_COLORS = {"weights": "#4c72b0", "inputs": "#dd8452", "outputs": "#55a868"}
 
 

@@ -121,9 +121,16 @@ def table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, row_classes:
     return "".join(out)
 
 
+COLLAPSE_ROWS = 25  # longer tables start folded
+
+
 def csv_table(t: CsvTable, base: Path) -> str:
+    """A CSV file as a table under its name and link; folded when long."""
+    body = table(t.columns, ([r.get(c, "") for c in t.columns] for r in t.rows))
+    if len(t.rows) > COLLAPSE_ROWS:
+        body = f"<details><summary>{len(t.rows)} rows, {len(t.columns)} columns</summary>{body}</details>"
     return (f'<h3>{esc(t.path.name)}</h3><p class="note"><a href="{esc(relative(t.path, base))}">{esc(t.path)}</a>, '
-            f"{len(t.rows)} rows</p>" + table(t.columns, ([r.get(c, "") for c in t.columns] for r in t.rows)))
+            f"{len(t.rows)} rows</p>" + body)
 
 
 def relative(path: Path, base: Path) -> str:

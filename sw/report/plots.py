@@ -113,7 +113,9 @@ def _heatmap(figure: Figure, spec: Heatmap, plt):
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
     ax.set_title(figure.title, fontsize=10)
-    bar = fig.colorbar(image, ax=ax)
+    from matplotlib.ticker import MaxNLocator
+
+    bar = fig.colorbar(image, ax=ax, ticks=MaxNLocator(integer=True))
     bar.set_label(spec.value_label)
     fig.tight_layout()
     return fig

@@ -33,7 +33,7 @@ def escape(text: Any) -> str:
 
 
 def cell(value: Any) -> str:
-    """A CSV cell pgfplots reads: numbers in plain notation, `nan` for missing, text without commas."""
+    """A CSV cell pgfplots reads: numbers exactly (shortest round-trip form), `nan` for missing, text without commas."""
     if value is None:
         return "nan"
     if isinstance(value, bool):
@@ -41,7 +41,7 @@ def cell(value: Any) -> str:
     if isinstance(value, (int, float)):
         if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
             return "nan"
-        return f"{value:.10g}"
+        return repr(float(value)) if isinstance(value, float) else str(int(value))  # exact: round-trips
     return str(value).replace(",", ";").replace("\n", " ")
 
 
