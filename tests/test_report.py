@@ -265,6 +265,36 @@ def test_tikz_figures_read_existing_columns(full_report):
             for key in re.findall(r"(?:x|y|meta)=([^,\]]+)", keys):
                 assert key.strip() in header, (tex.name, key)
         assert text.count("{") == text.count("}")
+        for plot in re.findall(r"\\addplot\[([^\]]*)\]", text):  # bars: a filled box in the legend, not a line
+            assert "ybar" not in plot or "area legend" in plot, (tex.name, plot)
+
+
+def test_every_model_has_one_legend_entry_even_where_its_first_panel_is_empty(study, tmp_path):
+    """A sweep where model P7 has no clean and no fog rows: it is named in the snow panel, in both renderers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from sw.report import figures, plots, tikz
+    from sw.report.inputs import StudyInputs, read_csv
+
+    path = tmp_path / "sweep.csv"
+    lines = ["model,condition,severity,top1", "fp32,clean,0,0.9"]
+    lines += [f"fp32,{c},{s},{0.8 - 0.1 * s}" for c in ("fog", "snow") for s in (1, 2)]
+    lines += [f"P7,snow,{s},{0.7 - 0.1 * s}" for s in (1, 2)]
+    path.write_text("\n".join(lines) + "\n")
+    inputs = StudyInputs(study.workload, study.config_hash, study.results_dir, weather=read_csv(path))
+    figure = figures.weather_figure(inputs)
+    named = [(a.title, s.label) for a in figure.axes for s in a.series if s.label]
+    assert sorted(named) == [("fog", "fp32"), ("snow", "P7")]
+    assert all(figure.points(s) for a in figure.axes for s in a.series if s.label)
+    fig = plots._draw(figure, plt)
+    legends = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    plt.close(fig)
+    assert sorted(legends) == ["P7", "fp32"]
+    text = tikz.picture(figure)
+    assert text.count("\\addlegendentry{P7}") == 1 and text.count("\\addlegendentry{fp32}") == 1
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None,

@@ -5,6 +5,7 @@ A figure whose input is missing is not built (the caller says why in the page).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from sw.report.inputs import ENERGY_OPERANDS, HELDOUT, StudyInputs, energy_layers, layer_energy, to_float
@@ -199,10 +200,14 @@ def weather_figure(inputs: StudyInputs) -> Figure | None:
         rows.append([s] + [clean[m] if s == 0 else value.get((m, c, s), NAN) for c in conditions for m in models])
     palette = ["#000000", "#777777", "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf",
                "#bcbd22", "#d62728"]
+    # each model named once, in the first panel where its line has a point (an empty series is not
+    # drawn, so a label given to it would be lost)
+    drawn = {name for k, name in enumerate(columns) if any(not math.isnan(row[k]) for row in rows)}
+    labelled = {m: next((c for c in conditions if f"{c}.{m}" in drawn), None) for m in models}
     axes = []
-    for k, condition in enumerate(conditions):
-        series = [Series("severity", f"{condition}.{m}", m if k == 0 else "", "line", palette[i % len(palette)], "o",
-                         3.0, dashed=(m == "fp32")) for i, m in enumerate(models)]
+    for condition in conditions:
+        series = [Series("severity", f"{condition}.{m}", m if labelled[m] == condition else "", "line",
+                         palette[i % len(palette)], "o", 3.0, dashed=(m == "fp32")) for i, m in enumerate(models)]
         axes.append(Axis("severity (0: clean)", f"{metric} accuracy", series, title=condition,
                          ticks=[(s, str(s)) for s in [0, *severities]], legend="south west"))
     if not axes:

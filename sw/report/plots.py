@@ -55,11 +55,11 @@ def _draw(figure: Figure, plt):
 
 def _axis(figure: Figure, spec: Axis, ax, fig) -> None:
     for s in spec.series:
+        if not figure.points(s):
+            continue  # an empty series gets no legend entry either (as in the TikZ version)
         x, y = np.array(figure.numbers(s.x)), np.array(figure.numbers(s.y))
         keep = ~(np.isnan(x) | np.isnan(y))
         x, y = x[keep], y[keep]
-        if not len(x):
-            continue  # an empty series gets no legend entry either (as in the TikZ version)
         marker = MARKERS[s.marker]
         if s.kind == "bar":
             ax.bar(x + s.shift, y, s.width, color=s.color, edgecolor="black", linewidth=0.4, label=s.label or None)

@@ -97,6 +97,12 @@ class Figure:
     def numbers(self, name: str) -> list[float]:
         return [_number(v) for v in self.column(name)]
 
+    def points(self, series: Series) -> list[tuple[float, float]]:
+        """The (x, y) pairs a series draws: rows where both are numbers. None: the series is not drawn
+        at all, and gets no legend entry, in either renderer."""
+        return [(x, y) for x, y in zip(self.numbers(series.x), self.numbers(series.y))
+                if not (math.isnan(x) or math.isnan(y))]
+
 
 def _number(value: Any) -> float:
     try:

@@ -23,6 +23,7 @@ from sw.report.spec import HEATMAP_COLORS, Axis, Figure, Heatmap, finite
 COMPAT = "1.16"
 MARKS = {"o": "*", "s": "square*", "x": "x", "*": "star", "^": "triangle*", "none": ""}
 OPEN_MARKS = {"o": "o", "s": "square", "^": "triangle"}
+STROKE = {"*": 1.3, "x": 0.9}  # line width (pt) of the marks pgfplots only strokes
 _SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
             "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
@@ -113,10 +114,12 @@ def _axis(figure: Figure, axis: Axis, table: str, colors: dict[str, str], at: st
     lines = [r"\begin{axis}[", "    " + _options(options) + "]"]
     for s in axis.series:
         color = colors[s.color.lstrip("#").upper()]
-        if not finite(figure.numbers(s.y)):
+        if not figure.points(s):
             continue  # an empty series: pgfplots would stop on it
         if s.kind == "bar":
-            style = f"ybar, bar width={s.width:g}, bar shift={s.shift:g}, fill={color}, draw=black, line width=0.2pt"
+            # area legend: the legend shows a filled box, not the line a per-plot ybar would get
+            style = (f"ybar, bar width={s.width:g}, bar shift={s.shift:g}, fill={color}, draw=black, line width=0.2pt, "
+                     "area legend")
         elif s.kind == "scatter":
             style = f"only marks, scatter, scatter src=explicit, mark={MARKS[s.marker] or '*'}, mark size={s.size * 0.45:.2f}pt"
         else:
@@ -124,7 +127,9 @@ def _axis(figure: Figure, axis: Axis, table: str, colors: dict[str, str], at: st
             style = ", ".join(x for x in (
                 f"color={color}", "only marks" if s.kind == "marks" else "",
                 f"mark={mark}" if mark else "mark=none",
-                f"mark size={s.size * (0.6 if s.marker == '*' else 0.45):.2f}pt", "mark options={solid}",
+                f"mark size={s.size * (0.6 if s.marker == '*' else 0.45):.2f}pt",
+                # star and x are stroked, not filled: thicker strokes keep them as visible as matplotlib's
+                f"mark options={{solid, line width={STROKE[s.marker]}pt}}" if s.marker in STROKE else "mark options={solid}",
                 "densely dashed" if s.dashed else "", "thick" if s.kind == "line" else "") if x)
         meta = f", meta={s.meta}" if s.kind == "scatter" else ""
         if not s.label:
