@@ -199,6 +199,8 @@ def save_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
             entry["clipping"] = q.clipping.to_json()
         if getattr(q, "bias_correction", None) is not None:
             entry["bias_correction"] = q.bias_correction.to_json()
+        if hasattr(q, "extra_calibration"):  # e.g. the asymmetric range of sw.presets.AffineQuantizer
+            entry.update(q.extra_calibration())
         quantizers[name] = entry
     payload = {"format": FORMAT, "identity": identity, "quantizers": quantizers}
     return write_text(path, json.dumps(payload, indent=1))
@@ -241,6 +243,8 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
             q.bias_correction = BiasCorrection.from_json(entry["bias_correction"]) if "bias_correction" in entry else None
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise DataError(f"{path}: quantizer {name!r}: unreadable clipping or bias correction ({exc!r})") from None
+        if hasattr(q, "load_extra_calibration"):
+            q.load_extra_calibration(entry)
         apply_clipping(q)
 
 
@@ -262,5 +266,5 @@ def ensure_calibrated(qmodel: QuantizedModel, study, *, force: bool = False) -> 
             load_calibration(qmodel, path, identity)
             return path
     calibrate(qmodel, study.batches("calibration"), Recipe.from_workload(study.workload),
-              unsigned_activations=study.workload.quantization.unsigned_activations, progress=study.progress)
+              unsigned_activations=qmodel.settings.unsigned_activations, progress=study.progress)
     return save_calibration(qmodel, path, identity)

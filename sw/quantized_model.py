@@ -3,7 +3,11 @@
 - every `nn.Conv2d` / `nn.Linear` becomes a `QuantConv2d` / `QuantLinear` with an input and a
   weight `TensorQuantizer` (weights per tensor or per output channel);
 - a `TensorQuantizer` in front of the model quantizes the model's input (8 bits: camera data);
-- optional extra activation quantizers after modules chosen by a predicate (forward hooks).
+- optional extra activation quantizers after modules chosen by a predicate (forward hooks);
+- with `graph: fx` (the default) the model is a torch.fx graph and activation quantizers also
+  sit after residual adds, concatenations and functional activations (`sw.graph`); batch norm
+  can be folded into the layer before it first (`fold_bn`, `sw.bn_folding`); a backend
+  `preset` sets every quantizer's rules (`sw.presets`).
 
 Every quantizer is addressable by name (`quantizers()`): `<layer>.weight`, `<layer>.input`,
 `model_input` and `<module>.output`. Layer names are the fp32 model's module names, so other
@@ -16,7 +20,6 @@ still run on every forward.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -24,10 +27,12 @@ import torch
 from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
-from torch import nn
+from torch import fx, nn
 
 from sw.bit_allocation import ChannelBitsQuantizer
 from sw.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
+from sw.graph import insert_quantizers, prepare_fp32
+from sw.presets import apply_preset
 from sw.weighting import LayerSize
 
 QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
@@ -49,15 +54,20 @@ class QuantSettings:
     baseline_bits: int = 8
     calib_method: str = "max"  # "max" or "histogram" (for percentile, entropy, mse)
     num_bins: int = 2048
+    graph: str = "fx"  # "fx": quantizers at graph nodes too (sw.graph); "modules": layer swap only
+    fold_bn: bool = False  # fold batch norm into the preceding conv/linear before calibration
+    preset: str = "hw"  # backend rules for every quantizer (sw.presets)
 
     @classmethod
     def from_workload(cls, workload) -> "QuantSettings":
+        from sw.presets import resolve
+
         q, c = workload.quantization, workload.calibration
-        return cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
-                   unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
-                   baseline_bits=q.baseline_bits,
-                   calib_method="histogram" if {c.method, *(c.search_methods or ())} & set(HISTOGRAM_METHODS)
-                   else "max", num_bins=c.num_bins)
+        return resolve(cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
+                           unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
+                           baseline_bits=q.baseline_bits,
+                           calib_method="histogram" if {c.method, *(c.search_methods or ())} & set(HISTOGRAM_METHODS)
+                           else "max", num_bins=c.num_bins, graph=q.graph, fold_bn=q.fold_bn, preset=q.preset))
 
 
 class ActivationQuantizer(TensorQuantizer):
@@ -126,16 +136,24 @@ class QuantizedModel(nn.Module):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...] | list[int], settings: QuantSettings = QuantSettings()):
         super().__init__()
         self.settings = settings
-        self.model = copy.deepcopy(model).eval()
+        self.input_shape = tuple(input_shape)
+        self.model = prepare_fp32(model, tuple(input_shape), graph=settings.graph, fold_bn=settings.fold_bn)
         self._replace_layers()
         self.model_input = ActivationQuantizer(_input_descriptor(settings))
-        self.activation_quantizers = nn.ModuleDict()
-        predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
-        for name, module in list(self.model.named_modules()):
-            if name and predicate(name, module):
-                key = name.replace(".", "__")
-                self.activation_quantizers[key] = ActivationQuantizer(_input_descriptor(settings))
-                module.register_forward_hook(self._make_output_hook(key))
+        if isinstance(self.model, fx.GraphModule):  # quantizers are graph nodes, owned by the graph
+            graph_quantizers = insert_quantizers(self.model, tuple(input_shape),
+                                                 lambda: ActivationQuantizer(_input_descriptor(settings)),
+                                                 relu=settings.activation_quantizers == "relu")
+            object.__setattr__(self, "activation_quantizers", graph_quantizers)  # an alias, not a second owner
+        else:
+            self.activation_quantizers = nn.ModuleDict()
+            predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
+            for name, module in list(self.model.named_modules()):
+                if name and predicate(name, module):
+                    key = name.replace(".", "__")
+                    self.activation_quantizers[key] = ActivationQuantizer(_input_descriptor(settings))
+                    module.register_forward_hook(self._make_output_hook(key))
+        apply_preset(self, settings.preset)
         for q in self.quantizers().values():
             if hasattr(q._calibrator, "_num_bins"):
                 q._calibrator._num_bins = settings.num_bins
@@ -210,6 +228,18 @@ class QuantizedModel(nn.Module):
 
     def iter_quantizers(self) -> Iterator[tuple[str, TensorQuantizer]]:
         return iter(self.quantizers().items())
+
+    def replace_quantizer(self, address: str, quantizer: TensorQuantizer) -> TensorQuantizer:
+        """Put `quantizer` where the quantizer named `address` is; returns the one it replaced."""
+        old = self.quantizers()[address]
+        if address == "model_input":
+            self.model_input = quantizer
+        elif address.endswith(".output"):
+            self.activation_quantizers[address[: -len(".output")].replace(".", "__")] = quantizer
+        else:
+            layer, role = address.rsplit(".", 1)
+            setattr(self.layers()[layer], f"_{role}_quantizer", quantizer)
+        return old
 
     # -- bit widths ---------------------------------------------------------------------------
     def set_layer_bits(self, bits: Mapping[str, tuple[int, int]], clipping: Mapping[str, str] | None = None) -> None:

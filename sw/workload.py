@@ -118,6 +118,12 @@ QUANTIZATION = Section({
     "activation_quantizers": Scalar(str, default="none", choices=("none", "relu"),
                                     doc="extra activation quantizers after modules of this kind"),
     "baseline_bits": Scalar(int, default=8, min=2, max=MAX_BITS),
+    "graph": Scalar(str, default="fx", choices=("fx", "modules"),
+                    doc="fx: trace the model, quantizers also after residual adds, concatenations and functional "
+                        "activations (sw/graph.py); modules: swap Conv2d/Linear only"),
+    "fold_bn": Scalar(bool, default=False, doc="fold batch norm into the conv/linear before it, before calibration"),
+    "preset": Scalar(str, default="hw", choices=("hw", "tensorrt", "snpe", "pow2"),
+                     doc="backend rules for every quantizer (sw/presets.py); hw: what the converter RTL implements"),
 }, default={})
 
 CALIBRATION = Section({
@@ -206,6 +212,13 @@ def _check_calibration(config: Config, file: Any) -> None:
         raise WorkloadError(file, "calibration.bit_allocation",
                             "false unless quantization.per_channel_weights is true (bits are allocated per channel)",
                             True)
+
+
+def _check_preset(config: Config, file: Any) -> None:
+    if config.calibration.bit_allocation and config.quantization.preset in ("snpe", "pow2"):
+        raise WorkloadError(file, "calibration.bit_allocation",
+                            f"false with quantization.preset {config.quantization.preset} (its quantizers have one bit "
+                            f"width per tensor; presets hw and tensorrt allocate per channel)", True)
 
 
 def _check_data_fits_model(config: Config, file: Any) -> None:
@@ -305,4 +318,5 @@ def load_workload(path: str | Path | None = None) -> Workload:
         raise WorkloadError(path, "datasets", f"at least one of {', '.join(PHASES)}", {})
     _check_data_fits_model(config, path)
     _check_calibration(config, path)
+    _check_preset(config, path)
     return Workload(config, path)
