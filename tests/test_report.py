@@ -106,12 +106,28 @@ def write_folders(study: Study) -> None:
     for name, column in (("ablation", "clip_method"), ("deploy", "int_top1"), ("retrain", "qat_epochs")):
         folder = study.results_dir / name
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{name}.csv").write_text(f"point,{column}\n0,alpha_{name}\n1,beta_{name}\n")
+        (folder / f"{name}_extra.csv").write_text(f"point,{column}\n0,alpha_{name}\n1,beta_{name}\n")
     fig, ax = plt.subplots(figsize=(2, 2))
     ax.plot([0, 1], [1, 0])
     fig.savefig(study.results_dir / "ablation" / "ablation.png")
     plt.close(fig)
-    (study.results_dir / "ablation" / "ablation.md").write_text("| a | b |\n")
+    write_ablation_table(study)
+
+
+ABLATION = {"fp32": 0.9312, "naive (max)": 0.4871, "+ ACIQ (laplace)": 0.7654}
+
+
+def write_ablation_table(study: Study) -> None:
+    """ablation.csv + ablation.md as `python -m sw ablate` writes them (its own writer), one recipe skipped."""
+    from sw.ablation import ACIQ, NAIVE, write_ablation
+
+    rows = [{"recipe": "fp32", "heldout_top1": ABLATION["fp32"]}]
+    for name, calibration in (("naive (max)", NAIVE), ("+ ACIQ (laplace)", ACIQ)):
+        rows.append({"recipe": name, **calibration, "weight_bits": 4, "input_bits": 4, "calibration_s": 0.25,
+                     "mean_weight_bits": 4.0, "heldout_top1": ABLATION[name]})
+    rows.append({"recipe": "+ bit allocation", **ACIQ, "bit_allocation": True, "weight_bits": 4, "input_bits": 4,
+                 "note": "skipped: needs quantization.per_channel_weights: true"})
+    write_ablation(rows, study.results_dir / "ablation", study, 4, 4)
 
 
 def remove_optional_inputs(study: Study) -> None:
@@ -160,6 +176,45 @@ class Page(HTMLParser):
                 self.external.append(a[key])
 
 
+def section_html(text: str, name: str) -> str:
+    match = re.search(rf'<section id="{name}"[^>]*>(.*?)</section>', text, re.S)
+    assert match, f"no section {name}"
+    return match.group(1)
+
+
+class Tables(HTMLParser):
+    """Every table of an HTML fragment: (header, [(row class, cells)])."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.tables: list[tuple[list[str], list[tuple[str, list[str]]]]] = []
+        self._cell: list[str] | None = None
+        self._head = False
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "table":
+            self.tables.append(([], []))
+        elif tag == "tr" and not self._head:
+            self.tables[-1][1].append((dict(attrs).get("class") or "", []))
+        elif tag == "thead":
+            self._head = True
+        elif tag in ("td", "th"):
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "thead":
+            self._head = False
+        if tag in ("td", "th") and self._cell is not None:
+            header, rows = self.tables[-1]
+            (header if tag == "th" else rows[-1][1]).append("".join(self._cell))
+            self._cell = None
+
+
 def read_rows(path: Path) -> list[dict]:
     with path.open(newline="") as fh:
         return list(csv.DictReader(fh))
@@ -189,6 +244,71 @@ def test_report_with_every_input(full_report):
         assert value in text
     assert "ablation.md" in text and page.images.get(None) is None
     assert "1 tensor(s) with mismatches" in text and "600 elements" in text
+
+
+def test_ablation_table_as_the_ablate_command_writes_it(full_report):
+    """The ablation section: what was measured (ablation.md's description) and every recipe's held-out accuracy."""
+    section = section_html((full_report / "index.html").read_text(), "ablation")
+    assert "Calibration ablation, tiny_report" in section and "held-out `reevaluation` split" in section
+    header, rows = next(t for t in Tables(section).tables if "recipe" in t[0])
+    assert "heldout_top1" in header and "note" in header
+    shown = {cells[header.index("recipe")]: cells for _, cells in rows}
+    assert set(shown) == {*ABLATION, "+ bit allocation"}
+    for recipe, value in ABLATION.items():
+        assert float(shown[recipe][header.index("heldout_top1")]) == value
+    assert shown["+ bit allocation"][header.index("note")].startswith("skipped")
+
+
+def front_table_rows(report: Path) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    return Tables(section_html((report / "index.html").read_text(), "front")).tables[0]
+
+
+def expected_status(front: dict, row: dict) -> str:
+    return "best" if row["point"] == front["best"] else "meets" if row["heldout_feasible"] else "misses"
+
+
+def check_front_table(report: Path, front: dict) -> None:
+    """Held-out value next to each exploration value; each point marked best / meets / misses (in red)."""
+    header, rows = front_table_rows(report)
+    assert header[0] == "held-out"
+    assert header.index("heldout_top1") == header.index("top1") + 1
+    assert header.index("heldout_feasible") == header.index("heldout_top1") + 1
+    assert len(rows) == len(front["front"])
+    for (klass, cells), point in zip(rows, front["front"]):
+        status = expected_status(front, point)
+        assert cells[0] == status
+        assert klass == {"best": "best", "misses": "miss"}.get(status, "")
+        assert int(cells[header.index("point")]) == point["point"]
+        for column in ("top1", "heldout_top1"):
+            assert float(cells[header.index(column)]) == pytest.approx(point[column], rel=1e-5)
+        assert cells[header.index("heldout_feasible")] == ("yes" if point["heldout_feasible"] else "no")
+
+
+def test_front_table_shows_heldout_next_to_exploration(study, full_report):
+    check_front_table(full_report, json.loads((study.results_dir / "front.json").read_text()))
+
+
+def test_points_that_miss_on_heldout_data_are_marked(study, full_report, tmp_path):
+    """front.json where the last point misses the constraint on held-out data: table and heat map mark it."""
+    path = study.results_dir / "front.json"
+    original = path.read_text()
+    front = json.loads(original)
+    assert front["front"], "the tiny study has an empty front"
+    last = front["front"][-1]
+    last["heldout_feasible"] = False
+    last["heldout_top1"] = front["thresholds"][0] - 0.05
+    front["best"] = next((p["point"] for p in front["front"] if p["heldout_feasible"]), None)
+    try:
+        path.write_text(json.dumps(front))
+        assert main(["report", str(study.workload.path), "--out", str(tmp_path)]) == 0
+    finally:
+        path.write_text(original)
+    check_front_table(tmp_path, front)
+    assert front_table_rows(tmp_path)[1][-1][1][0] == "misses"
+    assert f"P{last['point']} (held-out miss)" in (tmp_path / "bits.tex").read_text()
+    misses = [r for r in read_rows(tmp_path / "front.csv") if r["heldout_miss_acc"] != "nan"]
+    assert [(float(r["cost"]), float(r["heldout_miss_acc"])) for r in misses] == \
+        [(last[front["objectives"][1]], pytest.approx(last["heldout_top1"]))]
 
 
 def test_report_figure_data_equals_the_results(study, full_report):

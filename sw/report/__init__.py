@@ -150,7 +150,8 @@ def _cosim_section(inputs: StudyInputs, out_dir: Path) -> Section:
 
 
 def _folder_section(folder, out_dir: Path) -> Section:
-    body = "".join(page.csv_table(t, out_dir) for t in folder.tables)
+    body = "".join(f'<p class="note">{page.esc(line)}</p>' for line in _descriptions(folder.documents))
+    body += "".join(page.csv_table(t, out_dir) for t in folder.tables)
     body += "".join(page.image_html(p) for p in folder.images)
     if folder.documents:
         body += "<ul>" + "".join(f'<li><a href="{page.esc(page.relative(p, out_dir))}">{page.esc(p.name)}</a></li>'
@@ -158,6 +159,21 @@ def _folder_section(folder, out_dir: Path) -> Section:
     if not body:
         return Section(folder.name, folder.title, notes=[f"{folder.path} holds no CSV, PNG, Markdown or JSON file"])
     return Section(folder.name, folder.title, body)
+
+
+def _descriptions(documents) -> list[str]:
+    """The text a Markdown result file writes above its table (what was measured, on which data)."""
+    lines = []
+    for path in documents:
+        if path.suffix != ".md":
+            continue
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue
+        head = text.split("\n|", 1)[0] if not text.startswith("|") else ""
+        lines += [line.strip() for line in head.splitlines() if line.strip()]
+    return lines
 
 
 def _absent_folders(inputs: StudyInputs) -> dict:

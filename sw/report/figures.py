@@ -113,8 +113,8 @@ def bits_figure(inputs: StudyInputs) -> Figure:
     for r, point in enumerate(inputs.front_rows):
         for c, name in enumerate(names):
             rows.append([c, r, int(to_float(point.get(name))), name, point.get("point", r)])
-    labels = [f"P{p.get('point', r)}" + (" (best)" if inputs.best is not None and p.get("point") == inputs.best else "")
-              for r, p in enumerate(inputs.front_rows)]
+    marks = {"best": " (best)", "misses": " (held-out miss)"}
+    labels = [f"P{p.get('point', r)}" + marks.get(inputs.heldout_status(p), "") for r, p in enumerate(inputs.front_rows)]
     heat = Heatmap("col", "row", "bits", [n.removesuffix(".bits") for n in names], labels, "decision variable",
                    "Pareto point (cheapest first)", "bits")
     caption = f"Bit widths of the {len(inputs.front_rows)} Pareto points per layer (decision variable)"

@@ -109,6 +109,15 @@ class StudyInputs:
     def best(self) -> int | None:
         return self.front.get("best") if self.front else None
 
+    def heldout_status(self, row: Mapping) -> str:
+        """A front row on held-out data: `best`, `meets` or `misses` (the constraint); "" without held-out data."""
+        feasible = row.get(f"{HELDOUT}feasible")
+        if feasible is None:
+            return ""
+        if self.best is not None and row.get("point") == self.best:
+            return "best"
+        return "meets" if feasible else "misses"
+
 
 def to_float(value: Any) -> float:
     """A CSV/JSON cell as a float (NaN for empty or non-numeric)."""

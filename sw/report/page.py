@@ -201,17 +201,42 @@ def baselines_section(inputs: StudyInputs) -> Section:
     return Section("baselines", "Baselines", note + table(columns, rows))
 
 
+def front_columns(inputs: StudyInputs) -> list[str]:
+    """The front's columns, each metric followed by its held-out value (whatever order the file has)."""
+    columns = list(inputs.front_rows[0])
+    held = {f"{HELDOUT}{m}" for m in inputs.metric_names} | {f"{HELDOUT}feasible"}
+    out = []
+    for c in columns:
+        if c in held:
+            continue
+        out.append(c)
+        if c in inputs.metric_names and f"{HELDOUT}{c}" in columns:
+            out.append(f"{HELDOUT}{c}")
+            if c == inputs.metric_names[-1] and f"{HELDOUT}feasible" in columns:
+                out.append(f"{HELDOUT}feasible")
+    return out + [c for c in columns if c in held and c not in out]
+
+
 def front_table(inputs: StudyInputs) -> str:
     rows = inputs.front_rows
     if not rows:
         return '<p class="note">No feasible point: the front is empty.</p>'
-    columns = list(rows[0])
-    classes = ["best" if inputs.best is not None and r.get("point") == inputs.best else
-               "miss" if r.get(f"{HELDOUT}feasible") is False else "" for r in rows]
-    best = (f'<p class="note">Best: point {inputs.best}, the cheapest point that meets the constraint on held-out data '
-            f"(highlighted); points in red miss it there.</p>" if inputs.best is not None else
-            '<p class="note">No point meets the constraint on held-out data.</p>' if inputs.has_heldout else "")
-    return best + table(columns, ([r.get(c, "") for c in columns] for r in rows), row_classes=classes)
+    columns = front_columns(inputs)
+    status = [inputs.heldout_status(r) for r in rows]
+    classes = [{"best": "best", "misses": "miss"}.get(s, "") for s in status]
+    if inputs.has_heldout:
+        phase = (inputs.front or {}).get("heldout_phase", "held-out")
+        misses = status.count("misses")
+        note = (f'<p class="note">Each metric on the exploration data the search selected on, and next to it '
+                f"(<code>{HELDOUT}</code>) on the held-out <code>{esc(phase)}</code> data. "
+                + (f"Best: point {inputs.best}, the cheapest point that meets the constraint on held-out data "
+                   f"(highlighted). " if inputs.best is not None else
+                   "No point meets the constraint on held-out data. ")
+                + (f"{misses} point(s) miss it there (marked <em>misses</em>, in red).</p>" if misses else
+                   "Every point meets it there.</p>"))
+        return note + table(["held-out", *columns], ([s, *(r.get(c, "") for c in columns)]
+                                                    for s, r in zip(status, rows)), row_classes=classes)
+    return table(columns, ([r.get(c, "") for c in columns] for r in rows), row_classes=classes)
 
 
 def files_section(out_dir: Path) -> Section:
