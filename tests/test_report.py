@@ -418,7 +418,8 @@ def test_every_model_has_one_legend_entry_even_where_its_first_panel_is_empty(st
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
-                    reason="pdflatex is not installed (Debian: texlive-latex-base texlive-pictures)")
+                    reason="pdflatex is not installed (Debian: apt-get install texlive-latex-base texlive-pictures; "
+                           ".ci/run installs them)")
 def test_tikz_figures_compile_with_pdflatex(full_report, tmp_path):
     report = full_report
     work = tmp_path / "tex"
