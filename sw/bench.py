@@ -98,8 +98,17 @@ def _warm_worker(workload: str, thresholds: tuple[float, ...]) -> None:
 
 def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
     """Candidates per second on the default study: serial (this process) vs a dask LocalCluster."""
+    import logging
+    import os
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # worker processes read it too
+    import distributed  # noqa: F401  (configures its loggers on import; quieted below)
+
     from sw.search import DaskBackend, SerialBackend
     from sw.study import Study
+
+    for name in ("distributed", "dask"):  # cluster start/stop chatter is not a benchmark result
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     study = Study()
     problem = study.plugin.prepare_exploration_function(study.quantized_model, study, [0.0])
@@ -168,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calib-batches", type=int, default=4, help="batches for the calibration benchmark")
-    parser.add_argument("--candidates", type=int, default=16, help="candidates for the dask vs serial benchmark")
+    parser.add_argument("--candidates", type=int, default=32, help="candidates for the dask vs serial benchmark")
     parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
     args = parser.parse_args(argv)
     import absl.logging
