@@ -198,6 +198,18 @@ def test_activation_quantizer_passes_the_library_gradient():
     assert torch.equal(ours, x.grad) and ours.abs().sum() > 0
 
 
+def frozen_4bit(name: str, batch: int) -> tuple[nn.Module, QuantizedModel, list[torch.Tensor]]:
+    """A randomly initialised torchvision model, max-calibrated on two random batches, 4 bits, weights frozen."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
+    data = [torch.rand(batch, 3, 32, 32) for _ in range(2)]
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
+    calibrate(qmodel, [(x, None) for x in data], "max")
+    qmodel.set_uniform_bits(4)
+    qmodel.freeze_weights()
+    return model, qmodel, data
+
+
 def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     """mobilenet_v2 (randomly initialised: some calibrated amax are ~1e-9, below the library's zero
     threshold) with frozen weights: the lean activation paths give the library's logits bit for bit."""
@@ -205,13 +217,7 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
 
     from sw.quantized_model import ActivationQuantizer
 
-    torch.manual_seed(0)
-    model = torchvision.models.mobilenet_v2(weights=None, num_classes=10).eval()
-    data = [torch.rand(4, 3, 32, 32) for _ in range(2)]
-    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
-    calibrate(qmodel, [(x, None) for x in data], "max")
-    qmodel.set_uniform_bits(4)
-    qmodel.freeze_weights()
+    model, qmodel, data = frozen_4bit("mobilenet_v2", 4)
     amaxes = [float(q.amax) for n, q in qmodel.quantizers().items() if n.endswith(".input")]
     assert min(amaxes) <= 2.0 ** -24 < max(amaxes)  # the zero-amax case is exercised
     with torch.no_grad():
@@ -259,18 +265,9 @@ def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_path
 
 def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch):
     """A whole fake-quant model with frozen weights: identical logits with and without one-thread activations."""
-    import torchvision
-
-    from sw.calibration import calibrate
     from sw.quantized_model import ActivationQuantizer
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    data = [torch.rand(8, 3, 32, 32) for _ in range(2)]
-    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
-    calibrate(qmodel, [(x, None) for x in data], "max")
-    qmodel.set_uniform_bits(4)
-    qmodel.freeze_weights()
+    model, qmodel, data = frozen_4bit("resnet18", 8)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
