@@ -68,7 +68,7 @@ MUTANTS = (
     Mutant("quantizer: saturation threshold 2^15 instead of 2^16", "mpconv_quantizer.v",
            "(p_e >= 11'd16)", "(p_e >= 11'd15)", Q),
     Mutant("quantizer: narrow_range ignored", "mpconv_quantizer.v",
-           "(cfg_narrow ? pow_b1 - 17'd1 : pow_b1)", "(cfg_narrow ? pow_b1 : pow_b1)", Q),
+           "(cfg_narrow ? ones_b1 : pow_b1)", "(cfg_narrow ? pow_b1 : pow_b1)", Q),
     # ---- mpconv_dequantizer.v
     Mutant("dequantizer: subnormal result shifts swapped (1 <-> 2)", "mpconv_dequantizer.v",
            "eb[9] ? 2'd2 : 2'd1", "eb[9] ? 2'd1 : 2'd2", D),
