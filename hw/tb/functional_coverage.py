@@ -148,26 +148,26 @@ class Coverage:
     def report(self) -> str:
         """Readable tables of what was observed: tensors per bin, capped at 999."""
         out: list[str] = []
-        units = self.units()
+        present = self.units()
         keys = all_width_keys()
-        for unit in [u for u in WORD_UNITS if u in units]:
+        for unit in [u for u in WORD_UNITS if u in present]:
             rows = [(f"W={w}", {k: self.hits(unit, k, w, stalled=True) for k in keys}) for w in WORD_WIDTHS]
             hit = sum(1 for _, c in rows for k in keys if c[k])
             out += self._grid(f"\n[{unit}] bit width x word width, tensors seen under stalls: "
                               f"{hit}/{len(rows) * len(keys)} bins hit", rows, keys)
         for units, labels in WIDTH_GOALS:
-            if not set(units) & set(self.units()):
+            if not set(units) & set(present):
                 continue
             rows = [(label, {k: self.hits(units, k, label=label) for k in keys}) for label in labels]
             out += self._grid(f"\n[{' + '.join(units)}] bit width x observed value class (tensors)", rows, keys)
         out.append("\n[per unit] observed classes (tensors), stall patterns per word width")
-        for unit in units:
+        for unit in present:
             labels = sorted({k[4] for k in self.bins if k[0] == unit} - {"tensor"})
             text = ", ".join(f"{label}={self.hits(unit, label=label)}" for label in labels)
             out.append(f"  {unit:<12} {text}")
             for w in self.word_widths(unit):
                 bps = "  ".join(f"{bp}={self.hits(unit, word_w=w, bp=bp, label='tensor')}" for bp in BP_LABELS)
-                out.append(f"  {'':<12} W={w}: {bps}")
+                out.append(f"  {'':<12} {f'W={w}' if w else 'stalls'}: {bps}")
         return "\n".join(out)
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -163,6 +164,12 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
     return Result(build, failed == 0 and n > 0, n, failed, time.time() - start, log)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the simulators it ran (user + system)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def select(builds: list[Build], only: str | None) -> list[Build]:
     if not only:
         return builds
@@ -240,7 +247,8 @@ def cmd_sim(args) -> int:
     for r in failed:
         print(f"\n---- {r.build.name}: end of {r.log} ----\n{tail(r.log)}")
     missing = coverage_report(results, work, args.sim) if not args.only else []
-    print(f"\n{len(results) - len(failed)}/{len(results)} builds passed in {time.time() - t0:.0f} s")
+    print(f"\n{len(results) - len(failed)}/{len(results)} builds passed in {time.time() - t0:.0f} s "
+          f"(CPU {cpu_seconds():.0f} s)")
     return 1 if failed or missing else 0
 
 
@@ -352,7 +360,7 @@ def cmd_mutants(args) -> int:
     files = sorted({o.mutant.file for o in outcomes})
     print(f"\nmutation score: {len(killed)}/{scored} non-equivalent mutants killed "
           f"({100 * len(killed) / max(1, scored):.0f} %); {len(equivalent)} documented equivalent; "
-          f"{len(outcomes)} mutants over {len(files)} RTL files in {time.time() - t0:.0f} s")
+          f"{len(outcomes)} mutants over {len(files)} RTL files in {time.time() - t0:.0f} s (CPU {cpu_seconds():.0f} s)")
     if names is None:
         missing = sorted({p.name for p in RTL_DIR.glob("*.v")} - {m.file for m in MUTANTS})
         if missing:

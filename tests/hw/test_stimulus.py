@@ -206,3 +206,18 @@ def test_coverage_goals_fail_when_a_class_is_not_observed() -> None:
                                if not (k[0] == "unpacker" and k[1] == "u5" and k[2] == 16 and k[3] != "none")})
     assert cov.missing() == ["unpacker u5 W=16 under stalls"]
     assert len(all_width_keys()) == 31
+
+
+def test_coverage_report_shows_every_unit_and_goal_table() -> None:
+    """The report printed by `make sim` has a line of observed classes for every unit sampled,
+    the bit width x word width grids and the value-class grids with the observed counts."""
+    cov = _full_coverage()
+    cov.sample("quantizer", 9, True, 0, "both", ["p_tie_up", "p_tie_up_marker"])
+    report = cov.report()
+    per_unit = report[report.index("[per unit]"):].splitlines()
+    for unit in cov.units():
+        assert any(line.split()[:1] == [unit] for line in per_unit), (unit, per_unit)
+    assert "p_tie_up_marker=1" in report
+    assert report.count("bins hit") == 4 and "93/93 bins hit" in report
+    assert "[quantizer + top.quant] bit width x observed value class" in report
+    assert "[dequantizer + top.dequant] bit width x observed value class" in report
