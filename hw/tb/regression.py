@@ -378,6 +378,11 @@ def cmd_bench(args) -> int:
     if not (rtl / "sources.f").is_file():
         print(f"error: --rtl {rtl}: no sources.f there (expected a copy of hw/rtl)")
         return 2
+    env = {"MPCONV_BENCH_VALUES": str(args.values)}
+    regs_v = rtl / "mpconv_regs.v"
+    if regs_v.is_file() and "COMMIT" not in regs_v.read_text():
+        print(f"note: {rtl} predates the COMMIT register; its configuration writes take effect at once")
+        env["MPCONV_BENCH_PRE_COMMIT"] = "1"
     for sim in sims:
         if sim == "verilator":
             setup_verilator()
@@ -385,7 +390,7 @@ def cmd_bench(args) -> int:
             b = Build(f"bench_x{lanes}", "mpconv_top", "test_top", ("BenchTest",),
                       {"LANES": lanes, "WORD_W": 32, "BF16": 0, "FIFO_DEPTH": 512})
             work = HW_DIR / "sim_build"
-            r = run_build(b, sim, "bench", args.seed, rtl, work, {"MPCONV_BENCH_VALUES": str(args.values)})
+            r = run_build(b, sim, "bench", args.seed, rtl, work, env)
             out = work / sim / b.name / "bench.json"
             if not r.ok or not out.exists():
                 print(f"error: benchmark on {sim} failed; see {r.log}\n{tail(r.log)}")

@@ -370,7 +370,12 @@ class BenchTest(DirectedTest):
         for tensors, n, bits in streams:
             cfg = QuantConfig(bits=bits, scale=float(np.float32((2 ** (bits - 1) - 1) / 3.0)), signed=True, count=n)
             await self.regs.wait_idle()
-            assert not await self.regs.configure(cfg)
+            errors = await self.regs.configure(cfg)
+            if os.environ.get("MPCONV_BENCH_PRE_COMMIT") == "1":
+                # an RTL from before COMMIT (regression.py bench --rtl): each register write took
+                # effect at once, and the COMMIT write is refused
+                errors = [e for e in errors if not e.endswith(f"to 0x{COMMIT:02x} answered {SLVERR}")]
+            assert not errors, errors
             first = len(mons[0]["qin"].frames)
             want_q, tasks = [], []
             for lane in range(lanes):
