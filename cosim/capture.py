@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from sw.errors import UserError
 from sw.quantized_model import QuantizedModel
 
 
@@ -64,6 +65,10 @@ def capture_weights(qmodel: QuantizedModel, layers: Sequence[str]) -> list[Captu
     for name in layers:
         layer = modules[name]
         wq = layer._weight_quantizer
+        correction = getattr(wq, "bias_correction", None)
+        if getattr(wq, "channel_bits", None) is not None or getattr(correction, "variance", False):
+            raise UserError(f"layer {name}: cosim compares one bit width per tensor and unscaled codes; calibration "
+                            f"bit_allocation and bias_correction: mean_variance are not simulated yet")
         master = qmodel.fp32_weight(name)
         if wq._disabled:  # frozen: layer.weight already holds the fake-quantized weight
             used = layer.weight.detach()
@@ -114,15 +119,16 @@ def capture_inputs(qmodel: QuantizedModel, images: torch.Tensor, quantizers: Map
 
 
 def capture(qmodel: QuantizedModel, layer_bits: Mapping[str, tuple[int, int]], images: torch.Tensor,
-            layers: Sequence[str] | None = None) -> list[CapturedTensor]:
+            layers: Sequence[str] | None = None, clipping: Mapping[str, str] | None = None) -> list[CapturedTensor]:
     """Weights and input activations of every quantized layer (or the selected ones) at `layer_bits`.
 
     The model's own input quantizer (`model_input`) and any activation quantizers are included
-    when no layer selection is given.
+    when no layer selection is given. `clipping` picks input clipping methods per layer
+    (`QuantizedModel.set_layer_bits`); None: the calibrated default.
     """
     if not qmodel.weights_frozen:
         qmodel.freeze_weights()
-    qmodel.set_layer_bits(layer_bits)
+    qmodel.set_layer_bits(layer_bits, clipping)
     qmodel.eval()
     selected = list(layers) if layers else list(qmodel.layer_names)
     unknown = [n for n in selected if n not in qmodel.layer_names]

@@ -58,9 +58,11 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 
 def cmd_accelerators(args: argparse.Namespace) -> int:
+    from energy.engines import timeloop
     from energy.engines.zigzag import shipped_accelerators
 
     print("zigzag accelerators: " + ", ".join(shipped_accelerators()))
+    print("timeloop accelerators: " + ", ".join(timeloop.shipped_accelerators()))
     return 0
 
 
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_plot)
 
-    p = sub.add_parser("accelerators", help="list the accelerator definitions shipped with ZigZag")
+    p = sub.add_parser("accelerators", help="list the accelerator definitions shipped with ZigZag and with this project for Timeloop")
     _add_common(p)
     p.set_defaults(func=cmd_accelerators)
 
