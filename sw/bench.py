@@ -4,9 +4,10 @@ Measured side by side in one run, interleaved and repeated, reported as ratios, 
 and mobilenet_v2 at 32x32 (and the digits CNN):
 - fp32: the plain model;
 - fake quant, weights once: the search's path (bits set, weights fake-quantized once per
-  candidate, activations quantized on every forward, small activations on one thread);
-- the same with every activation pass on torch's thread pool (the path before that change;
-  identical outputs, tested);
+  candidate, activations quantized on every forward, small activations in one fused pass on
+  one thread, `sw.fused_quant`);
+- the same with small activations as five separate torch passes on one thread, and with every
+  activation pass on torch's thread pool (the two earlier paths; identical outputs, tested);
 - fake quant, weights every forward: pytorch-quantization's default behaviour.
 
 Then the search's evaluation throughput on the default study: candidates per second of a dask
@@ -30,6 +31,7 @@ import numpy as np
 import torch
 import torchvision
 
+from sw.allocator import keep_freed_memory
 from sw.calibration import METHODS, Recipe, calibrate
 from sw.models import DigitsCNN
 from sw.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
@@ -66,6 +68,13 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
         for x in data:
             qmodel(x)
 
+    def unfused() -> None:  # small activations as five torch passes on one thread (before `sw.fused_quant`)
+        ActivationQuantizer.fused = False
+        try:
+            quantized()
+        finally:
+            ActivationQuantizer.fused = True
+
     def threaded() -> None:  # every activation pass on the thread pool (before `serial_below`)
         serial_below = ActivationQuantizer.serial_below
         ActivationQuantizer.serial_below = 0
@@ -76,24 +85,26 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
 
     for fn in (fp32, quantized):  # warm-up
         fn()
-    times: dict[str, list[float]] = {"fp32": [], "once": [], "threaded": [], "every": []}
+    times: dict[str, list[float]] = {"fp32": [], "once": [], "unfused": [], "threaded": [], "every": []}
     for _ in range(repeats):  # interleaved so drifts in machine load hit all of them alike
         times["fp32"].append(_time(fp32, 1))
         qmodel.freeze_weights()
         times["once"].append(_time(quantized, 1))
+        times["unfused"].append(_time(unfused, 1))
         times["threaded"].append(_time(threaded, 1))
         qmodel.unfreeze_weights()
         times["every"].append(_time(quantized, 1))
     t = {k: statistics.median(v) for k, v in times.items()}
     return {"model": name, **{f"{k}_s": v for k, v in t.items()},
-            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "threaded", "every")}}
+            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "unfused", "threaded", "every")}}
 
 
-def _warm_worker(workload: str, thresholds: tuple[float, ...]) -> None:
-    """Build a dask worker's problem (model, calibration) before the clock starts."""
+def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
+    """Build a dask worker's problem (model, calibration) and evaluate one candidate (compiles the
+    fused quantizer) before the clock starts, as the serial runner is warmed."""
     from sw.problems.quantization_problem import _worker_problem
 
-    _worker_problem(workload, thresholds)
+    _worker_problem(workload, thresholds).evaluate_one(x)
 
 
 def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
@@ -117,26 +128,34 @@ def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
     X = [rng.integers(lower, upper + 1, problem.n_var) for _ in range(candidates + 2)]
     warm, X = X[:2], X[2:]
 
-    def run(backend, xs) -> float:
+    def run(backend, xs) -> tuple[float, float]:
+        """(wall seconds for all of xs, mean seconds one evaluation took where it ran)."""
         start = time.perf_counter()
         results = list(backend.imap(problem.evaluate_one, xs))
         assert len(results) == len(xs)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, statistics.mean(out["wall_time"] for _, out in results)
 
     serial = SerialBackend()
     run(serial, warm)
-    serial_s = run(serial, X)
+    threads = torch.get_num_threads()
+    serial_s, serial_task = run(serial, X)
+    torch.set_num_threads(1)  # what each dask worker uses
+    try:
+        serial1_s, _ = run(serial, X)
+    finally:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     dask = DaskBackend(workers)
     try:
-        dask.client.run(_warm_worker, str(study.workload.path), (0.0,))
+        dask.client.run(_warm_worker, str(study.workload.path), (0.0,), warm[0])
         startup_s = time.perf_counter() - start
-        dask_s = run(dask, X)
+        dask_s, dask_task = run(dask, X)
     finally:
         dask.close()
     return {"candidates": candidates, "workers": workers, "serial_cps": candidates / serial_s,
-            "dask_cps": candidates / dask_s, "startup_s": startup_s, "ratio": serial_s / dask_s,
-            "study": study.workload.name, "threads": torch.get_num_threads()}
+            "serial1_cps": candidates / serial1_s, "dask_cps": candidates / dask_s, "startup_s": startup_s,
+            "ratio": serial_s / dask_s, "ratio1": serial1_s / dask_s, "serial_task_s": serial_task,
+            "dask_task_s": dask_task, "study": study.workload.name, "threads": threads}
 
 
 def bench_calibration(model: torch.nn.Module, batches: int, batch_size: int) -> dict[str, float]:
@@ -184,14 +203,18 @@ def main(argv: list[str] | None = None) -> int:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    keep_freed_memory()  # as the search runners do (sw.search.make_backend); fp32 and fake quant alike
     if args.only in (None, "models"):
         bench_models(args)
     if args.only in (None, "runners"):
         r = bench_runners(args.candidates)
         print(f"\nsearch evaluation on the default study ({r['study']}), {r['candidates']} candidates: "
               f"serial ({r['threads']} torch threads) {r['serial_cps']:.2f}/s, dask LocalCluster "
-              f"{r['workers']} workers {r['dask_cps']:.2f}/s: {r['ratio']:.2f}x "
-              f"(cluster start + model per worker {r['startup_s']:.1f} s, not counted); goal >= 1.8x")
+              f"{r['workers']} workers x 1 thread {r['dask_cps']:.2f}/s: {r['ratio']:.2f}x; serial on 1 thread "
+              f"{r['serial1_cps']:.2f}/s: dask {r['ratio1']:.2f}x that; goal >= 1.8x\n"
+              f"(cluster start + model and one evaluation per worker {r['startup_s']:.1f} s, not counted; one "
+              f"evaluation took {r['serial_task_s'] * 1e3:.0f} ms serial, {r['dask_task_s'] * 1e3:.0f} ms in a "
+              f"worker: the rest of a worker's time is scheduling and transfer)")
     if args.only in (None, "calibration"):
         bench_calibration_table(args)
     return 0
@@ -204,13 +227,15 @@ def bench_models(args) -> None:
         ("digits_cnn", lambda: DigitsCNN(10)))]
     print(f"one candidate = {args.batches} batches of {args.batch_size} x 3x32x32, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'threaded ms':>13}{'ratio':>8}"
-          f"{'fq every ms':>13}{'ratio':>8}")
+    print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'unfused ms':>12}{'ratio':>8}"
+          f"{'threaded ms':>13}{'ratio':>8}{'fq every ms':>13}{'ratio':>8}")
     for r in rows:
         print(f"{r['model']:<13}{r['fp32_s'] * 1e3:>9.1f}{r['once_s'] * 1e3:>12.1f}{r['ratio_once']:>7.2f}x"
+              f"{r['unfused_s'] * 1e3:>12.1f}{r['ratio_unfused']:>7.2f}x"
               f"{r['threaded_s'] * 1e3:>13.1f}{r['ratio_threaded']:>7.2f}x"
               f"{r['every_s'] * 1e3:>13.1f}{r['ratio_every']:>7.2f}x")
-    print("fq once: the search's path; threaded: the same with activation passes on the thread pool; "
+    print("fq once: the search's path (small activations in one fused pass); unfused: the same as five torch "
+          "passes on one thread; threaded: every activation pass on the thread pool; "
           "goal: fq once <= 1.05x fp32 quiet, <= 1.2x under load")
 
 

@@ -23,12 +23,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
+import numpy as np
 import torch
 from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import fx, nn
 
+from sw import fused_quant
 from sw.bit_allocation import ChannelBitsQuantizer
 from sw.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
 from sw.graph import insert_quantizers, prepare_fp32
@@ -75,51 +77,67 @@ class ActivationQuantizer(TensorQuantizer):
 
     pytorch-quantization's `_tensor_quant` recomputes the scale, checks amax and allocates
     three intermediate tensors on every call. Here the fp32 scale `max_bound / amax` is cached
-    per (amax, bits, signedness) and the same operations run in place, in the same order:
+    per (amax, bits, signedness) and the same operations run in the same order,
     `clamp(round(x * scale)) / scale`, so the output is bit-identical (tested against the
-    library's path). Anything unusual (learned or dynamic amax, amax <= 2^-24, real quant)
-    takes the library's path.
+    library's path), amax <= 2^-24 included (scale 0, then division by 1, as the library does).
+    Anything unusual (learned or dynamic amax, per-channel amax, real quant, inputs that need a
+    gradient) takes the library's path.
 
-    Threads: the four element-wise passes (and the sign check) over an activation of a small
-    model are too short to share between threads: each pass is one OpenMP parallel region, and
-    on a busy machine every region waits for a descheduled thread (measured: the same passes
-    2-4x slower with 2 threads than with 1 under load, see `python -m sw.bench`). Tensors below
-    `serial_below` elements therefore run on one thread; the convolutions keep every thread.
-    Element-wise results do not depend on the thread count.
+    Threads: the element-wise passes (and the sign check) over an activation of a small model
+    are too short to share between threads: each pass is one OpenMP parallel region, and on a
+    busy machine every region waits for a descheduled thread (measured: the same passes 2-4x
+    slower with 2 threads than with 1 under load, see `python -m sw.bench`). Contiguous CPU
+    tensors below `serial_below` elements therefore run on the calling thread, as one fused
+    pass (`sw.fused_quant`) instead of five; larger ones use torch's thread pool, in place on
+    one new tensor. The convolutions keep every thread. Element-wise results do not depend on
+    the thread count or on the fusion.
     """
 
     _EPSILON = 1.0 / (1 << 24)
     serial_below = 1 << 20  # elements; 0 runs every pass on torch's thread pool
+    fused = True  # False: the small tensors' passes run as separate torch ops on one thread
 
     def _quant_forward(self, inputs):
         amax = getattr(self, "_amax", None)
         if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
-                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant):
+                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant
+                or (inputs.requires_grad and torch.is_grad_enabled())):
             return super()._quant_forward(inputs)
         key = (float(amax), self._num_bits, self._unsigned, self._narrow_range)
-        if key[0] <= self._EPSILON:
-            return super()._quant_forward(inputs)
         cached = getattr(self, "_scale_cache", None)
         if cached is None or cached[0] != key:
-            max_bound = torch.tensor(2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
-            min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
-            self._scale_cache = cached = (key, max_bound / amax, min_bound, float(max_bound))
-        _, scale, lo, hi = cached
+            self._scale_cache = cached = (key, *self._scales(amax))
+        _, mul, div, lo, hi, floats = cached
+        small = inputs.numel() < self.serial_below
+        if small and self.fused and inputs.is_cpu and inputs.is_contiguous():
+            return fused_quant.fake_quant(inputs, *floats, self._unsigned)
         threads = torch.get_num_threads()
-        if threads == 1 or inputs.numel() >= self.serial_below:
-            return self._static_fake_quant(inputs, scale, lo, hi)
+        if threads == 1 or not small:
+            return self._static_fake_quant(inputs, mul, div, lo, hi)
         torch.set_num_threads(1)
         try:
-            return self._static_fake_quant(inputs, scale, lo, hi)
+            return self._static_fake_quant(inputs, mul, div, lo, hi)
         finally:
             torch.set_num_threads(threads)
 
-    def _static_fake_quant(self, inputs: torch.Tensor, scale: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-        """`clamp(round(x * scale)) / scale` in place on one new tensor, as the library computes it."""
+    def _scales(self, amax: torch.Tensor):
+        """(multiplier, divisor, min bound, max bound, the same four as numpy float32), as `_tensor_quant`."""
+        max_bound = torch.tensor(2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
+        min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
+        if float(amax) <= self._EPSILON:  # the library quantizes with scale 0, then divides by 1
+            mul, div = torch.tensor(0.0), torch.tensor(1.0)
+        else:
+            mul = div = (max_bound / amax.detach().float()).reshape(())
+        floats = tuple(np.float32(v) for v in (float(mul), float(div), min_bound, float(max_bound)))
+        return mul, div, min_bound, float(max_bound), floats
+
+    def _static_fake_quant(self, inputs: torch.Tensor, mul: torch.Tensor, div: torch.Tensor, lo: float,
+                           hi: float) -> torch.Tensor:
+        """`clamp(round(x * mul)) / div` in place on one new tensor, as the library computes it."""
         if self._unsigned and inputs.min() < 0.0:
             raise TypeError("Negative values encountered in unsigned quantization.")
-        out = inputs * scale
-        return out.round_().clamp_(lo, hi).div_(scale)
+        out = inputs * mul
+        return out.round_().clamp_(lo, hi).div_(div)
 
 
 def _input_descriptor(s: QuantSettings) -> QuantDescriptor:

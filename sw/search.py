@@ -82,6 +82,9 @@ class DaskBackend:
 
 
 def make_backend(kind: str, workers: int, address: str | None = None):
+    from sw.allocator import keep_freed_memory
+
+    keep_freed_memory()  # this process evaluates (serial) or hands out work; workers do the same
     if kind == "processes":
         return ProcessBackend(workers)
     if kind == "dask":

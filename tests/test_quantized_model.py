@@ -136,29 +136,96 @@ def test_set_bits_per_layer_and_input_quantization_changes_output():
     assert (out8 - fp32).abs().max() < (out_w2 - fp32).abs().max()
 
 
+ACTIVATION_PATHS = {  # (fused, serial_below): every way ActivationQuantizer can compute a static fake quant
+    "fused": (True, 1 << 20),
+    "torch ops on one thread": (False, 1 << 20),
+    "torch ops on the thread pool": (True, 0),
+}
+
+
+@pytest.mark.parametrize("path", ACTIVATION_PATHS)
 @pytest.mark.parametrize("unsigned", [False, True])
 @pytest.mark.parametrize("narrow", [False, True])
-def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow):
-    """The lean activation path must equal pytorch-quantization's TensorQuantizer bit for bit."""
+def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, path, monkeypatch):
+    """The lean activation paths must equal pytorch-quantization's TensorQuantizer bit for bit:
+    every bit width, amax at and below the library's zero threshold (2^-24), signed zeros,
+    denormals, values far outside the range, inf and NaN."""
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
     from sw.quantized_model import ActivationQuantizer
 
+    fused, serial_below = ACTIVATION_PATHS[path]
+    monkeypatch.setattr(ActivationQuantizer, "fused", fused)
+    monkeypatch.setattr(ActivationQuantizer, "serial_below", serial_below)
     gen = torch.Generator().manual_seed(7)
+    inf, nan = float("inf"), float("nan")
     for bits in range(1 if unsigned else 2, 17):
-        for amax in (1e-30, 2.0 ** -24, 3e-6, 0.37, 1.0, 6.5, 1234.5):
+        for amax in (0.0, 1e-30, 2.0 ** -24, 2.0 ** -24 * 1.0000001, 3e-6, 0.37, 1.0, 6.5, 1234.5):
             desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, narrow_range=narrow, amax=amax)
             ours, theirs = ActivationQuantizer(desc), TensorQuantizer(desc)
-            x = torch.randn(4096, generator=gen) * amax * 1.5
-            x = torch.cat([x, torch.tensor([0.0, -0.0, amax, -amax, 2 * amax, 1e-40, -1e-40])])
+            x = torch.randn(4099, generator=gen) * amax * 1.5
+            x = torch.cat([x, torch.tensor([0.0, -0.0, amax, -amax, 2 * amax, 1e-40, -1e-40, 1e30, -1e30, inf, -inf])])
             if unsigned:
                 x = x.abs()
+            x = x.reshape(-1, 3, 5)
             a, b = ours(x), theirs(x)
             assert torch.equal(a.view(torch.int32), b.view(torch.int32)), (bits, amax)
+            x[0, 0, 0] = nan  # NaN stays NaN; an unsigned min() is then NaN and nothing is raised
+            x[1, 2, 3] = -0.5 if unsigned else x[1, 2, 3]
+            assert torch.equal(ours(x).view(torch.int32), theirs(x).view(torch.int32))
             ours.amax = amax * 0.5  # a changed amax must not reuse a stale cached scale
             theirs.amax = amax * 0.5
             assert torch.equal(ours(x).view(torch.int32), theirs(x).view(torch.int32))
+    if unsigned:  # a negative input is an error in both, as in the library
+        for q in (ours, theirs):
+            with pytest.raises(TypeError, match="Negative"):
+                q(-x[1:].abs() - 1e-3)
+
+
+def test_activation_quantizer_passes_the_library_gradient():
+    """Inputs that need a gradient take the library's path: straight-through inside [-amax, amax]."""
+    from pytorch_quantization.nn import TensorQuantizer
+    from pytorch_quantization.tensor_quant import QuantDescriptor
+
+    from sw.quantized_model import ActivationQuantizer
+
+    desc = QuantDescriptor(num_bits=4, amax=2.0)
+    x = torch.linspace(-3.0, 3.0, 61, requires_grad=True)
+    ActivationQuantizer(desc)(x).pow(2).sum().backward()
+    ours, x.grad = x.grad, None
+    TensorQuantizer(desc)(x).pow(2).sum().backward()
+    assert torch.equal(ours, x.grad) and ours.abs().sum() > 0
+
+
+def frozen_4bit(name: str, batch: int) -> tuple[nn.Module, QuantizedModel, list[torch.Tensor]]:
+    """A randomly initialised torchvision model, max-calibrated on two random batches, 4 bits, weights frozen."""
+    torch.manual_seed(0)
+    model = getattr(torchvision.models, name)(weights=None, num_classes=10).eval()
+    data = [torch.rand(batch, 3, 32, 32) for _ in range(2)]
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
+    calibrate(qmodel, [(x, None) for x in data], "max")
+    qmodel.set_uniform_bits(4)
+    qmodel.freeze_weights()
+    return model, qmodel, data
+
+
+def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
+    """mobilenet_v2 (randomly initialised: some calibrated amax are ~1e-9, below the library's zero
+    threshold) with frozen weights: the lean activation paths give the library's logits bit for bit."""
+    from pytorch_quantization.nn import TensorQuantizer
+
+    from sw.quantized_model import ActivationQuantizer
+
+    model, qmodel, data = frozen_4bit("mobilenet_v2", 4)
+    amaxes = [float(q.amax) for n, q in qmodel.quantizers().items() if n.endswith(".input")]
+    assert min(amaxes) <= 2.0 ** -24 < max(amaxes)  # the zero-amax case is exercised
+    with torch.no_grad():
+        ours = [qmodel(x) for x in data]
+        monkeypatch.setattr(ActivationQuantizer, "_quant_forward", TensorQuantizer._quant_forward)
+        library = [qmodel(x) for x in data]
+    assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ours, library))
+    assert not torch.equal(ours[0], model(data[0]))  # it did quantize
 
 
 @pytest.mark.parametrize("unsigned", [False, True])
@@ -198,18 +265,9 @@ def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_path
 
 def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch):
     """A whole fake-quant model with frozen weights: identical logits with and without one-thread activations."""
-    import torchvision
-
-    from sw.calibration import calibrate
     from sw.quantized_model import ActivationQuantizer
 
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
-    data = [torch.rand(8, 3, 32, 32) for _ in range(2)]
-    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
-    calibrate(qmodel, [(x, None) for x in data], "max")
-    qmodel.set_uniform_bits(4)
-    qmodel.freeze_weights()
+    model, qmodel, data = frozen_4bit("resnet18", 8)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

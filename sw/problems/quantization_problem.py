@@ -136,9 +136,11 @@ def _worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> Quanti
     if key not in _WORKER_PROBLEMS:
         import torch
 
+        from sw.allocator import keep_freed_memory
         from sw.study import Study
 
         torch.set_num_threads(1)
+        keep_freed_memory()
         study = Study(workload_path)
         _WORKER_PROBLEMS[key] = study.plugin.prepare_exploration_function(study.quantized_model, study, list(thresholds))
     return _WORKER_PROBLEMS[key]
