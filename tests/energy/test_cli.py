@@ -51,7 +51,7 @@ def test_table_then_cache_hits(tmp_path):
 
 
 @pytest.mark.parametrize("energy, message", [
-    ("energy: {accelerator: warp_drive}", "energy.accelerator: expected a ZigZag accelerator"),
+    ("energy: {accelerator: warp_drive}", "energy.accelerator: expected a shipped accelerator"),
     ("energy: {engine: timeloop, accelerator: some/dir}", "engine 'timeloop' needs Timeloop"),
 ])
 def test_bad_engine_settings_are_one_line(tmp_path, energy, message):

@@ -55,8 +55,8 @@ def test_lookup_uses_next_layer_input_bits_as_output_bits(built):
     assert table.lookup(config, "dram_energy_uj") == pytest.approx(expected / 1e6)
     config = {"conv": (8, 8), "fc": (2, 2)}
     expected_bits = sum(rows[("conv", 8, 8, 2)][c] + rows[("fc", 2, 2, 8)][c]
-                        for c in rows[("conv", 8, 8, 2)] if c.startswith("dram_") and c.endswith("_bits")
-                        and c != "dram_word_bits")
+                        for c in rows[("conv", 8, 8, 2)] if c.startswith("dram_")
+                        and c.endswith(("_read_bits", "_write_bits")))
     assert table.lookup(config, "dram_bits") == pytest.approx(expected_bits)
     per_layer = table.per_layer(config, "dram_o_write_bits")
     assert list(per_layer) == [4 * 6 * 6 * 2, 3 * 8]   # outputs written once, at 2 and at 8 bits
