@@ -40,16 +40,21 @@ COLUMNS = ("engine", "engine_version", "accelerator", "geometry", "weight_bits",
 INFEASIBLE = {"infeasible": 1.0}  # a residency evaluation the mapper found no mapping for
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _valid(metrics: object) -> bool:
-    """A row is usable when it is the infeasible marker or has every table metric as a finite number."""
-    from energy.engines import METRICS
+    """A row is usable when it is the infeasible marker, or has every core metric as a number, a finite
+    total energy, and numbers (NaN allowed) for whatever breakdown metrics it has."""
+    from energy.engines import BREAKDOWN_METRICS, CORE_METRICS
 
     if not isinstance(metrics, dict):
         return False
     if metrics == INFEASIBLE:
         return True
-    return all(isinstance(metrics.get(c), (int, float)) and not isinstance(metrics.get(c), bool)
-               and math.isfinite(metrics[c]) for c in METRICS)
+    return (all(_number(metrics.get(c)) for c in CORE_METRICS) and math.isfinite(metrics["energy_total_pj"])
+            and all(_number(metrics[c]) for c in BREAKDOWN_METRICS if c in metrics))
 
 
 class EnergyCache:

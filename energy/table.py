@@ -404,8 +404,10 @@ def _evaluate_task(task: tuple) -> tuple:
     """(key, wb, ib, obs, residency, results or None, error message or None, seconds)."""
     engine, geometry, wb, ib, obs, residency = task
     start = time.perf_counter()
-    try:
-        results, error = engine.evaluate(geometry, wb, ib, obs, residency), None
+    try:  # engines without residency support take no residency argument
+        results = (engine.evaluate(geometry, wb, ib, obs) if residency == PLAIN
+                   else engine.evaluate(geometry, wb, ib, obs, residency))
+        error = None
     except MappingError as exc:
         results, error = None, str(exc)
     return geometry.key() + residency.suffix, wb, ib, obs, residency, results, error, time.perf_counter() - start
@@ -553,7 +555,7 @@ def _assemble(layers: Mapping[str, LayerGeometry], spec: TableSpec, known: dict,
                 if wb in pos and ib in pos and ob in pos and "infeasible" not in m:
                     at = (li, pos[wb], pos[ib], pos[ob], a, b)
                     for c in METRICS:
-                        data[c][at] = m[c]
+                        data[c][at] = m.get(c, np.nan)  # an engine without a breakdown leaves it NaN
                     for c, parts in DERIVED.items():
                         data[c][at] = sum(m[p] for p in parts)
     return EnergyTable(layers, bits, spec.baseline_bits, data, spec, dataflow=dataflow, dram=dram, buffer=buffer,

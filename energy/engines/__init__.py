@@ -36,11 +36,12 @@ LEVELS = ("dram", "gb", "rf")  # off-chip DRAM; on-chip buffers shared by the ar
 ACCESS_COLUMNS = [f"dram_{op}_{d}_{unit}" for unit in ("bits", "words") for op in OPERANDS for d in DIRECTIONS]
 ONCHIP_COLUMNS = [f"{lv}_{op}_{d}_bits" for lv in LEVELS[1:] for op in OPERANDS for d in DIRECTIONS]
 ONCHIP_ENERGY = [f"{lv}_{op}_energy_pj" for lv in LEVELS[1:] for op in OPERANDS]
-METRICS = [*ACCESS_COLUMNS, "dram_word_bits", *(f"dram_{op}_energy_pj" for op in OPERANDS), "dram_energy_pj",
-           "energy_total_pj", "mac_energy_pj", "latency_cycles",
-           # per-level breakdown (additive to the DRAM columns above)
-           *ONCHIP_COLUMNS, *ONCHIP_ENERGY, "gb_energy_pj", "rf_energy_pj", "onchip_energy_pj",
-           "dram_o_final_bits", "ideal_cycles", "utilization", "spatial_utilization"]
+CORE_METRICS = [*ACCESS_COLUMNS, "dram_word_bits", *(f"dram_{op}_energy_pj" for op in OPERANDS), "dram_energy_pj",
+                "energy_total_pj", "mac_energy_pj", "latency_cycles"]
+# per-level breakdown, utilisation and the final-output store (NaN where an engine cannot tell)
+BREAKDOWN_METRICS = [*ONCHIP_COLUMNS, *ONCHIP_ENERGY, "gb_energy_pj", "rf_energy_pj", "onchip_energy_pj",
+                     "dram_o_final_bits", "ideal_cycles", "utilization", "spatial_utilization"]
+METRICS = [*CORE_METRICS, *BREAKDOWN_METRICS]
 DETAIL_PREFIX = "mem/"  # per-memory keys of a Metrics dict: mem/<level>/<memory>/<operand>/<field>
 DETAIL_FIELDS = ("read_words", "write_words", "read_bits", "write_bits", "energy_pj")
 
@@ -118,6 +119,8 @@ def one_line(exc: BaseException, limit: int = 200) -> str:
     """The first non-empty line of an exception's message, shortened: engines fail in paragraphs."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[0] if lines else type(exc).__name__
+    if ". " in text:  # a paragraph on one line: its first sentence
+        text = text[:text.index(". ") + 1]
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 

@@ -279,7 +279,7 @@ class ZigZagEngine(Engine):
         from zigzag.parser.workload_factory import LayerNodeFactory
 
         _, mapping_data = self._load()
-        return LayerNodeFactory(layer_dict(geometry, wb, ib, ob), mapping_data).create()
+        return LayerNodeFactory(layer_dict(geometry, wb, ib, ob, name=geometry.describe()), mapping_data).create()
 
     # -- evaluation -------------------------------------------------------------------------------
     def search(self, geometry: LayerGeometry, weight_bits: int, input_bits: int, output_bits: int,

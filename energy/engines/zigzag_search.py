@@ -28,10 +28,11 @@ class SearchBound:
 
 
 class EnergyFirstCME(CostModelEvaluation):
-    """ZigZag's cost model evaluation in two steps: energy on construction, latency by `complete()`.
+    """ZigZag's cost model evaluation in two steps: energy on construction, the rest by `complete()`.
 
-    The constructor sets the same attributes as `CostModelEvaluation.__init__` but defers the
-    second (integer-unrolling) `Mapping` and `calc_latency`, which the energy does not use.
+    The constructor sets the same attributes as `CostModelEvaluation.__init__` but defers what the
+    energy does not use: the memory utilisation, the second (integer-unrolling) `Mapping` and
+    `calc_latency`.
     """
 
     def __init__(self, *, accelerator: Any, layer: Any, spatial_mapping: Any, spatial_mapping_int: Any,
@@ -55,12 +56,12 @@ class EnergyFirstCME(CostModelEvaluation):
         self.active_mem_level = self.mapping.mem_level
         self.cycles_per_op = cycles_per_op
         self.completed = False
-        self.calc_memory_utilization()
         self.calc_memory_word_access()
         self.calc_energy()
 
     def complete(self) -> "EnergyFirstCME":
         if not self.completed:
+            self.calc_memory_utilization()  # reported, not used by the energy
             self.mapping_int = Mapping(self.accelerator, self.spatial_mapping_dict_int, self.temporal_mapping,
                                        self.layer, self.access_same_data_considered_as_no_access)
             self.calc_latency()
