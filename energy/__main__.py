@@ -2,6 +2,7 @@
 
     python -m energy table [WORKLOAD] [--workers N] [--no-cache]
     python -m energy plot [WORKLOAD] [--front CSV]
+    python -m energy fronts [WORKLOAD] [--front LABEL=CSV]
     python -m energy accelerators
     python -m energy bench [--workers N] [--mode tied|separate] [--compare N]
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from sw.errors import UserError
 
@@ -81,6 +83,32 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fronts(args: argparse.Namespace) -> int:
+    from energy.fronts import front_costs
+    from energy.table import build_table
+    from sw.workload import load_workload
+
+    workload = load_workload(args.workload)
+    fronts = {workload.name: workload.results_dir / "front.csv"}
+    for item in args.front or []:
+        label, sep, path = item.partition("=")
+        if not sep or not label or not path:
+            raise UserError(f"--front: expected LABEL=CSV, got {item!r}")
+        fronts[label] = Path(path)
+    table, _ = build_table(workload, workers=args.workers, write_csv=False)
+    rows = front_costs(workload, table, fronts)
+    columns = list(rows[0]) if rows else []
+    widths = [max(len(c), *(len(_cell(r[c])) for r in rows)) for c in columns]
+    print("  ".join(f"{c:>{w}}" for c, w in zip(columns, widths)))
+    for r in rows:
+        print("  ".join(f"{_cell(r[c]):>{w}}" for c, w in zip(columns, widths)))
+    return 0
+
+
+def _cell(value) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
 def cmd_accelerators(args: argparse.Namespace) -> int:
     from energy.engines.zigzag import shipped_accelerators, shipped_mappings
 
@@ -119,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="worker processes for missing table entries")
     _add_common(p)
     p.set_defaults(func=cmd_plot)
+
+    p = sub.add_parser("fronts", help="Pareto fronts side by side, every point costed by energy and by weighted bits",
+                       description="Cost every point of the workload's front (and of other fronts, e.g. the "
+                                   "weighted-bits search's) with the workload's energy objective and bit weighting.")
+    _add_workload(p)
+    p.add_argument("--front", action="append", metavar="LABEL=CSV", help="another front.csv to cost (repeatable)")
+    p.add_argument("--workers", type=int, default=None, help="worker processes for missing table entries")
+    _add_common(p)
+    p.set_defaults(func=cmd_fronts)
 
     p = sub.add_parser("accelerators", help="list the shipped accelerator definitions and mapping files")
     _add_common(p)
