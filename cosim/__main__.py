@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from cosim.simulation import SIMULATORS, STALLS, WORD_WIDTHS
+from sw.errors import UserError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", default="int8",
                    help="bit configuration: int8 (all layers 8 bits, default), best (the lowest-cost Pareto point "
                         "meeting the accuracy constraint on held-out data) or N (row N of the Pareto CSV)")
+    p.add_argument("--checkpoint", type=Path, metavar="STEM",
+                   help="a quantized checkpoint (python -m sw retrain, or export --format state_dict) instead of --point")
     p.add_argument("--run-id", type=int, help="exploration run to take the Pareto point from (default: the latest)")
     p.add_argument("--images", type=int, default=8, help="real images whose activations are captured (default 8)")
     p.add_argument("--layers", help="comma-separated layer names (default: every quantized layer and model_input)")
@@ -44,7 +47,17 @@ def run(args: argparse.Namespace) -> int:
     from sw.study import Study
 
     study = Study(args.workload, progress=args.progress)
-    layer_bits = select_point(study, args.point, args.run_id)
+    preset = study.workload.quantization.preset
+    if preset == "snpe":
+        raise UserError(f"{study.workload.path}: quantization.preset snpe is asymmetric (a zero point); the converter "
+                        f"RTL implements symmetric quantization only (presets hw, tensorrt, pow2)")
+    if args.checkpoint is not None:
+        from sw.checkpoint import load_checkpoint
+
+        layer_bits = load_checkpoint(study.quantized_model, args.checkpoint, model_name=study.workload.model.name)
+        args.point = args.checkpoint.with_suffix("").name
+    else:
+        layer_bits = select_point(study, args.point, args.run_id)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     print(f"cosim {study.name} at point {args.point}: " + ", ".join(f"{n}={w}/{i}" for n, (w, i) in layer_bits.items()))
     print(f"simulating on {args.sim}, {args.word_bits}-bit words, stalls: {args.stalls}"

@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from sw.errors import UserError
 from sw.quantized_model import QuantizedModel
 
 
@@ -64,6 +65,10 @@ def capture_weights(qmodel: QuantizedModel, layers: Sequence[str]) -> list[Captu
     for name in layers:
         layer = modules[name]
         wq = layer._weight_quantizer
+        correction = getattr(wq, "bias_correction", None)
+        if getattr(wq, "channel_bits", None) is not None or getattr(correction, "variance", False):
+            raise UserError(f"layer {name}: cosim compares one bit width per tensor and unscaled codes; calibration "
+                            f"bit_allocation and bias_correction: mean_variance are not simulated yet")
         master = qmodel.fp32_weight(name)
         if wq._disabled:  # frozen: layer.weight already holds the fake-quantized weight
             used = layer.weight.detach()

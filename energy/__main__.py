@@ -110,10 +110,12 @@ def _cell(value) -> str:
 
 
 def cmd_accelerators(args: argparse.Namespace) -> int:
+    from energy.engines import timeloop
     from energy.engines.zigzag import shipped_accelerators, shipped_mappings
 
     print("zigzag accelerators: " + ", ".join(shipped_accelerators()))
     print("zigzag mappings (energy.mapping): " + ", ".join(shipped_mappings()))
+    print("timeloop accelerators: " + ", ".join(timeloop.shipped_accelerators()))
     return 0
 
 
@@ -157,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_fronts)
 
-    p = sub.add_parser("accelerators", help="list the shipped accelerator definitions and mapping files")
+    p = sub.add_parser("accelerators", help="list the shipped accelerator definitions (ZigZag, Timeloop) and mapping files")
     _add_common(p)
     p.set_defaults(func=cmd_accelerators)
 

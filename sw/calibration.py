@@ -1,135 +1,169 @@
 """Calibration of a QuantizedModel's ranges (amax) and its safe, reloadable file format.
 
-Methods: `max`, `percentile`, `entropy`, `mse` (pytorch-quantization's histogram calibrator;
-its `mse` calls `.cuda()`, so the MSE search over the histogram is done here on the CPU) and
-`aciq` (analytical clipping for a Laplace fit, recomputed for every bit width). Weights always
-use max calibration (per tensor or per channel).
+A `Recipe` (the workload's `calibration` section as data) says how:
+
+- activations (`method`): `max`, `percentile`, `entropy`, `mse` (pytorch-quantization's
+  histogram calibrator collects the histogram; `sw.clipping` derives amax from it for every
+  bit width) or `aciq` (analytical clipping on the centred distribution, Laplace or Gauss
+  `prior`, recomputed for every bit width);
+- weights (`weight_method`): `max` (per tensor or per output channel) or `aciq`;
+- `bit_allocation`: per-output-channel weight bits (`sw.bit_allocation`);
+- `bias_correction`: `mean` or `mean_variance` per-channel correction of quantized weights
+  (`sw.bias_correction`).
+
+Every bit-dependent choice is kept as a `Clipping` on its quantizer (`q.clipping`), applied
+whenever `QuantizedModel.set_layer_bits` changes the bits.
 
 The calibration file is JSON: the model identity and settings it was made for, and each
-quantizer's amax and signedness. No pickle; loading works on the CPU (the buffer is created
-with the right shape before it is filled, avoiding pytorch-quantization's `.cuda()` path).
+quantizer's amax, signedness and clipping (histograms as lists of counts and edges). No
+pickle; loading works on the CPU (the buffer is created with the right shape before it is
+filled, avoiding pytorch-quantization's `.cuda()` path).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from functools import lru_cache
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 from pytorch_quantization.nn import TensorQuantizer
 from tqdm import tqdm
 
+from sw.bias_correction import CORRECTIONS, BiasCorrection, InputMean
+from sw.bit_allocation import ChannelBitAllocation
+from sw.clipping import (HISTOGRAM_METHODS, PRIORS, AciqClipping, Clipping, Histogram, HistogramClipping,
+                         MaxClipping, Moments, RunningMoments, apply_clipping, clipping_from_json)
 from sw.durable import write_text
 from sw.errors import DataError
 from sw.quantized_model import QuantizedModel
+from sw.workload import CALIBRATION_METHODS as METHODS
 
 FORMAT = "mpq-calibration/1"
-METHODS = ("max", "percentile", "entropy", "mse", "aciq")
+WEIGHT_METHODS = ("max", "aciq")
 
 
-class _RangeStats:
-    """Running min, |max| and mean |x| of a quantizer's inputs during calibration."""
+@dataclass(frozen=True)
+class Recipe:
+    """How every quantizer is calibrated (defaults: plain max calibration)."""
 
-    def __init__(self) -> None:
-        self.min = math.inf
-        self.absmax = 0.0
-        self.abs_sum = 0.0
-        self.count = 0
+    method: str = "max"
+    weight_method: str = "max"
+    prior: str = "laplace"
+    percentile: float = 99.99
+    bit_allocation: bool = False
+    bias_correction: str = "none"  # none, mean, mean_variance
+    search_methods: tuple[str, ...] = ()  # input clippings the search may pick per layer (besides `method`)
 
-    def __call__(self, module, inputs) -> None:
-        x = inputs[0].detach()
-        self.min = min(self.min, float(x.min()))
-        self.absmax = max(self.absmax, float(x.abs().max()))
-        self.abs_sum += float(x.abs().sum(dtype=torch.float64))
-        self.count += x.numel()
+    def __post_init__(self) -> None:
+        for value, allowed, what in ((self.method, METHODS, "calibration method"),
+                                     *((m, METHODS, "search method") for m in self.search_methods),
+                                     (self.weight_method, WEIGHT_METHODS, "weight calibration method"),
+                                     (self.prior, PRIORS, "ACIQ prior"),
+                                     (self.bias_correction, CORRECTIONS, "bias correction")):
+            if value not in allowed:
+                raise ValueError(f"unknown {what} {value!r}, expected one of {', '.join(allowed)}")
 
-
-def _mse_amax(calibrator, num_bits: int, unsigned: bool, start_bin: int = 128) -> torch.Tensor:
-    """amax minimising the histogram-weighted quantization MSE (CPU version of the library's)."""
-    from pytorch_quantization.tensor_quant import fake_tensor_quant
-
-    hist, edges = calibrator._calib_hist, calibrator._calib_bin_edges
-    counts = torch.as_tensor(np.asarray(hist), dtype=torch.float32)
-    edges = torch.as_tensor(np.asarray(edges), dtype=torch.float32)
-    centers = (edges[1:] + edges[:-1]) / 2
-    best, best_mse = centers[-1], math.inf
-    for i in range(min(start_bin, len(centers) - 1), len(centers)):
-        amax = centers[i]
-        mse = float(((fake_tensor_quant(centers, amax, num_bits, unsigned) - centers) ** 2 * counts).mean())
-        if mse < best_mse:
-            best, best_mse = amax, mse
-    return best.clone()
-
-
-@lru_cache(maxsize=None)
-def _laplace_clip_factor(bits: int) -> float:
-    """alpha/b minimising clipping + rounding MSE for a Laplace(b) source (Banner et al., ACIQ)."""
-    alphas = np.linspace(0.5, 40.0, 40000)
-    mse = 2.0 * np.exp(-alphas) + alphas ** 2 / (3.0 * 4.0 ** bits)
-    return float(alphas[int(np.argmin(mse))])
-
-
-def aciq_amax(laplace_b: float, absmax: float, bits: int, unsigned: bool) -> float:
-    """ACIQ clipping value for `bits` (one more effective bit when unsigned), never above absmax."""
-    if laplace_b <= 0:
-        return max(absmax, 0.0)
-    return float(min(absmax, _laplace_clip_factor(bits + int(unsigned)) * laplace_b))
+    @classmethod
+    def from_workload(cls, workload) -> "Recipe":
+        c = workload.calibration
+        return cls(method=c.method, weight_method=c.weight_method, prior=c.prior, percentile=c.percentile,
+                   bit_allocation=c.bit_allocation, bias_correction=c.bias_correction,
+                   search_methods=tuple(c.search_methods or ()))
 
 
 def _is_weight(name: str) -> bool:
     return name.endswith(".weight")
 
 
+def _activation_clipping(method: str, recipe: Recipe, q: TensorQuantizer, stats: RunningMoments) -> Clipping:
+    if method in HISTOGRAM_METHODS:
+        histogram = Histogram.from_calibrator(q._calibrator)
+        if histogram is None:
+            raise ValueError(f"{method} calibration needs the histogram calibrator (QuantSettings.calib_method)")
+        return HistogramClipping(method, histogram, recipe.percentile)
+    if method == "aciq":
+        return AciqClipping(stats.moments(), recipe.prior)
+    return MaxClipping(torch.tensor(stats.absmax))
+
+
+def _weight_clipping(recipe: Recipe, q: TensorQuantizer, weight: torch.Tensor) -> Clipping | None:
+    axis = q.axis[0] if isinstance(q.axis, (tuple, list)) else q.axis
+    if recipe.bit_allocation and axis is None:
+        raise ValueError("bit allocation needs per-channel weight quantizers (quantization.per_channel_weights: true)")
+    if recipe.weight_method == "aciq":
+        clipping: Clipping | None = AciqClipping(Moments.of(weight, axis), recipe.prior)
+    else:
+        clipping = MaxClipping(q.amax.detach().double()) if recipe.bit_allocation else None
+    return ChannelBitAllocation(clipping) if recipe.bit_allocation else clipping
+
+
 @torch.no_grad()
-def calibrate(qmodel: QuantizedModel, data: Iterable, method: str = "max", *, percentile: float = 99.99,
+def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "max", *, percentile: float = 99.99,
               unsigned_activations: str = "auto", progress: bool = False) -> None:
-    """Collect ranges on `data` and set every quantizer's amax (and signedness)."""
-    if method not in METHODS:
-        raise ValueError(f"unknown calibration method {method!r}")
+    """Collect statistics on `data` and set every quantizer's clipping, amax and signedness.
+
+    `method` is an activation method name (with `percentile`; weights max) or a whole `Recipe`.
+    """
+    recipe = method if isinstance(method, Recipe) else Recipe(method=method, percentile=percentile)
     qmodel.unfreeze_weights()
-    stats: dict[str, _RangeStats] = {}
+    layers = qmodel.layers()
+    stats: dict[str, RunningMoments] = {}
+    input_means: dict[str, InputMean] = {}
     handles = []
     for name, q in qmodel.iter_quantizers():
         q.disable_quant()
         q.enable_calib()
+        q.clipping = q.clippings = None
+        q.bias_correction = None
+        if hasattr(q, "channel_bits"):
+            q.channel_bits = None
         if q._calibrator is not None:
             q._calibrator.reset()
         if not _is_weight(name):
-            stats[name] = _RangeStats()
+            stats[name] = RunningMoments()
             handles.append(q.register_forward_pre_hook(stats[name]))
+    if recipe.bias_correction != "none":
+        for name, layer in layers.items():
+            input_means[name] = InputMean()
+            handles.append(layer.register_forward_pre_hook(input_means[name]))
     try:
         for x, _ in tqdm(data, desc="calibrating", disable=not progress, leave=False):
             qmodel(x)
     finally:
         for h in handles:
             h.remove()
-    for name, q in qmodel.iter_quantizers():
+    for name, q in tqdm(list(qmodel.iter_quantizers()), desc="clipping", disable=not progress, leave=False):
         q.disable_calib()
         q.enable_quant()
         if _is_weight(name):
+            layer_name = name[: -len(".weight")]
+            layer = layers[layer_name]
             q.load_calib_amax()
-            continue
-        s = stats[name]
-        if s.count == 0:  # never reached by the data (unused branch): keep it harmless
-            q.amax = 1.0
-            continue
-        if unsigned_activations == "auto" and s.min >= 0.0:
-            q.unsigned = True
-            q._calibrator._unsigned = True
-        if method == "max":
-            q.load_calib_amax()
-        elif method in ("percentile", "entropy"):
-            q.load_calib_amax(method, percentile=percentile)
-        elif method == "mse":
-            _set_amax(q, _mse_amax(q._calibrator, q.num_bits, q.unsigned))
-        else:  # aciq
-            q.aciq_stats = {"laplace_b": s.abs_sum / s.count, "absmax": s.absmax}
-            q.amax = aciq_amax(s.abs_sum / s.count, s.absmax, q.num_bits, q.unsigned)
+            q.clipping = _weight_clipping(recipe, q, layer.weight)
+            if layer_name in input_means and input_means[layer_name].mean is not None:
+                q.bias_correction = BiasCorrection.for_layer(layer, input_means[layer_name].mean,
+                                                             variance=recipe.bias_correction == "mean_variance")
+        else:
+            s = stats[name]
+            if s.count == 0:  # never reached by the data (unused branch): keep it harmless
+                q.amax = 1.0
+                continue
+            if unsigned_activations == "auto" and s.lo >= 0.0:
+                q.unsigned = True
+                q._calibrator._unsigned = True
+            if recipe.search_methods:
+                q.clippings = {m: _activation_clipping(m, recipe, q, s) for m in dict.fromkeys(
+                    (recipe.method, *recipe.search_methods))}
+                q.clipping_default = recipe.method
+                q.clipping = q.clippings[recipe.method]
+            elif recipe.method == "max":
+                q.load_calib_amax()
+            else:
+                q.clipping = _activation_clipping(recipe.method, recipe, q, s)
+        apply_clipping(q)
 
 
 def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
@@ -158,8 +192,15 @@ def save_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         entry = {"amax": q.amax.tolist() if q.amax is not None else None,
                  "shape": list(q.amax.shape) if q.amax is not None else None,
                  "unsigned": bool(q.unsigned)}
-        if getattr(q, "aciq_stats", None):
-            entry["aciq"] = q.aciq_stats
+        if getattr(q, "clippings", None):
+            entry["clippings"] = {m: c.to_json() for m, c in q.clippings.items()}
+            entry["clipping_default"] = q.clipping_default
+        elif getattr(q, "clipping", None) is not None:
+            entry["clipping"] = q.clipping.to_json()
+        if getattr(q, "bias_correction", None) is not None:
+            entry["bias_correction"] = q.bias_correction.to_json()
+        if hasattr(q, "extra_calibration"):  # e.g. the asymmetric range of sw.presets.AffineQuantizer
+            entry.update(q.extra_calibration())
         quantizers[name] = entry
     payload = {"format": FORMAT, "identity": identity, "quantizers": quantizers}
     return write_text(path, json.dumps(payload, indent=1))
@@ -193,8 +234,18 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         except (TypeError, ValueError, RuntimeError) as exc:
             raise DataError(f"{path}: quantizer {name!r}: expected amax of shape {entry.get('shape')} ({exc})") from None
         q.unsigned = bool(entry["unsigned"])
-        if "aciq" in entry:
-            q.aciq_stats = entry["aciq"]
+        try:
+            q.clipping = clipping_from_json(entry["clipping"]) if "clipping" in entry else None
+            q.clippings = {m: clipping_from_json(c) for m, c in entry["clippings"].items()} if "clippings" in entry else None
+            if q.clippings:
+                q.clipping_default = entry["clipping_default"]
+                q.clipping = q.clippings[q.clipping_default]
+            q.bias_correction = BiasCorrection.from_json(entry["bias_correction"]) if "bias_correction" in entry else None
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise DataError(f"{path}: quantizer {name!r}: unreadable clipping or bias correction ({exc!r})") from None
+        if hasattr(q, "load_extra_calibration"):
+            q.load_extra_calibration(entry)
+        apply_clipping(q)
 
 
 def calibration_identity(study) -> dict[str, Any]:
@@ -202,7 +253,7 @@ def calibration_identity(study) -> dict[str, Any]:
     w = study.workload
     return {"model": w.model.name, "weights_sha256": model_fingerprint(study.fp32_model),
             "quantization": w.quantization.to_dict(),
-            "calibration": {k: w.calibration[k] for k in ("method", "percentile", "num_bins")},
+            "calibration": {k: v for k, v in w.calibration.to_dict().items() if k != "file"},
             "data": w.dataset("calibration").to_dict()}
 
 
@@ -214,7 +265,6 @@ def ensure_calibrated(qmodel: QuantizedModel, study, *, force: bool = False) -> 
         if read_calibration(path).get("identity") == identity:
             load_calibration(qmodel, path, identity)
             return path
-    c = study.workload.calibration
-    calibrate(qmodel, study.batches("calibration"), c.method, percentile=c.percentile,
-              unsigned_activations=study.workload.quantization.unsigned_activations, progress=study.progress)
+    calibrate(qmodel, study.batches("calibration"), Recipe.from_workload(study.workload),
+              unsigned_activations=qmodel.settings.unsigned_activations, progress=study.progress)
     return save_calibration(qmodel, path, identity)

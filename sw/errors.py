@@ -33,3 +33,8 @@ class WorkloadError(UserError):
 
 class DataError(UserError):
     """A dataset, checkpoint, calibration or results file that is missing or unreadable."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name if empty): for one-line errors."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -3,7 +3,11 @@
 - every `nn.Conv2d` / `nn.Linear` becomes a `QuantConv2d` / `QuantLinear` with an input and a
   weight `TensorQuantizer` (weights per tensor or per output channel);
 - a `TensorQuantizer` in front of the model quantizes the model's input (8 bits: camera data);
-- optional extra activation quantizers after modules chosen by a predicate (forward hooks).
+- optional extra activation quantizers after modules chosen by a predicate (forward hooks);
+- with `graph: fx` (the default) the model is a torch.fx graph and activation quantizers also
+  sit after residual adds, concatenations and functional activations (`sw.graph`); batch norm
+  can be folded into the layer before it first (`fold_bn`, `sw.bn_folding`); a backend
+  `preset` sets every quantizer's rules (`sw.presets`).
 
 Every quantizer is addressable by name (`quantizers()`): `<layer>.weight`, `<layer>.input`,
 `model_input` and `<module>.output`. Layer names are the fp32 model's module names, so other
@@ -16,7 +20,6 @@ still run on every forward.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
@@ -24,8 +27,12 @@ import torch
 from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
-from torch import nn
+from torch import fx, nn
 
+from sw.bit_allocation import ChannelBitsQuantizer
+from sw.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
+from sw.graph import insert_quantizers, prepare_fp32
+from sw.presets import apply_preset
 from sw.weighting import LayerSize
 
 QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
@@ -47,14 +54,20 @@ class QuantSettings:
     baseline_bits: int = 8
     calib_method: str = "max"  # "max" or "histogram" (for percentile, entropy, mse)
     num_bins: int = 2048
+    graph: str = "fx"  # "fx": quantizers at graph nodes too (sw.graph); "modules": layer swap only
+    fold_bn: bool = False  # fold batch norm into the preceding conv/linear before calibration
+    preset: str = "hw"  # backend rules for every quantizer (sw.presets)
 
     @classmethod
     def from_workload(cls, workload) -> "QuantSettings":
+        from sw.presets import resolve
+
         q, c = workload.quantization, workload.calibration
-        return cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
-                   unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
-                   baseline_bits=q.baseline_bits,
-                   calib_method="max" if c.method in ("max", "aciq") else "histogram", num_bins=c.num_bins)
+        return resolve(cls(per_channel_weights=q.per_channel_weights, narrow_range=q.narrow_range,
+                           unsigned_activations=q.unsigned_activations, activation_quantizers=q.activation_quantizers,
+                           baseline_bits=q.baseline_bits,
+                           calib_method="histogram" if {c.method, *(c.search_methods or ())} & set(HISTOGRAM_METHODS)
+                           else "max", num_bins=c.num_bins, graph=q.graph, fold_bn=q.fold_bn, preset=q.preset))
 
 
 class ActivationQuantizer(TensorQuantizer):
@@ -108,6 +121,7 @@ def _quantized_copy(module: nn.Module, s: QuantSettings) -> nn.Module:
     else:
         q = qnn.QuantLinear(module.in_features, module.out_features, module.bias is not None, **kwargs)
     q._input_quantizer = ActivationQuantizer(kwargs["quant_desc_input"])
+    q._weight_quantizer = ChannelBitsQuantizer(kwargs["quant_desc_weight"])
     with torch.no_grad():
         q.weight.copy_(module.weight)
         if module.bias is not None:
@@ -122,21 +136,30 @@ class QuantizedModel(nn.Module):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...] | list[int], settings: QuantSettings = QuantSettings()):
         super().__init__()
         self.settings = settings
-        self.model = copy.deepcopy(model).eval()
+        self.input_shape = tuple(input_shape)
+        self.model = prepare_fp32(model, tuple(input_shape), graph=settings.graph, fold_bn=settings.fold_bn)
         self._replace_layers()
         self.model_input = ActivationQuantizer(_input_descriptor(settings))
-        self.activation_quantizers = nn.ModuleDict()
-        predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
-        for name, module in list(self.model.named_modules()):
-            if name and predicate(name, module):
-                key = name.replace(".", "__")
-                self.activation_quantizers[key] = ActivationQuantizer(_input_descriptor(settings))
-                module.register_forward_hook(self._make_output_hook(key))
+        if isinstance(self.model, fx.GraphModule):  # quantizers are graph nodes, owned by the graph
+            graph_quantizers = insert_quantizers(self.model, tuple(input_shape),
+                                                 lambda: ActivationQuantizer(_input_descriptor(settings)),
+                                                 relu=settings.activation_quantizers == "relu")
+            object.__setattr__(self, "activation_quantizers", graph_quantizers)  # an alias, not a second owner
+        else:
+            self.activation_quantizers = nn.ModuleDict()
+            predicate = ACTIVATION_PREDICATES[settings.activation_quantizers]
+            for name, module in list(self.model.named_modules()):
+                if name and predicate(name, module):
+                    key = name.replace(".", "__")
+                    self.activation_quantizers[key] = ActivationQuantizer(_input_descriptor(settings))
+                    module.register_forward_hook(self._make_output_hook(key))
+        apply_preset(self, settings.preset)
         for q in self.quantizers().values():
             if hasattr(q._calibrator, "_num_bins"):
                 q._calibrator._num_bins = settings.num_bins
         self._master: dict[str, torch.Tensor] = {}
-        self._weight_cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._master_bias: dict[str, torch.Tensor | None] = {}
+        self._weight_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._cache_budget = 0
         self.layer_sizes: list[LayerSize] = self._trace(tuple(input_shape))
         self.layer_names: list[str] = [s.name for s in self.layer_sizes]
@@ -206,15 +229,32 @@ class QuantizedModel(nn.Module):
     def iter_quantizers(self) -> Iterator[tuple[str, TensorQuantizer]]:
         return iter(self.quantizers().items())
 
+    def replace_quantizer(self, address: str, quantizer: TensorQuantizer) -> TensorQuantizer:
+        """Put `quantizer` where the quantizer named `address` is; returns the one it replaced."""
+        old = self.quantizers()[address]
+        if address == "model_input":
+            self.model_input = quantizer
+        elif address.endswith(".output"):
+            self.activation_quantizers[address[: -len(".output")].replace(".", "__")] = quantizer
+        else:
+            layer, role = address.rsplit(".", 1)
+            setattr(self.layers()[layer], f"_{role}_quantizer", quantizer)
+        return old
+
     # -- bit widths ---------------------------------------------------------------------------
-    def set_layer_bits(self, bits: Mapping[str, tuple[int, int]]) -> None:
-        """Set (weight bits, input bits) per layer; re-quantizes frozen weights once."""
+    def set_layer_bits(self, bits: Mapping[str, tuple[int, int]], clipping: Mapping[str, str] | None = None) -> None:
+        """Set (weight bits, input bits) per layer, with each quantizer's clipping for its bits
+        (`sw.clipping`); re-quantizes frozen weights once. `clipping` picks an input clipping
+        method per layer where calibration prepared several (`calibration.search_methods`);
+        layers it does not name get the calibrated default."""
         layers = self.layers()
         for name, (wb, ib) in bits.items():
             layer = layers[name]
             layer._weight_quantizer.num_bits = int(wb)
             layer._input_quantizer.num_bits = int(ib)
-            _apply_aciq(layer._input_quantizer)
+            select_clipping(layer._input_quantizer, (clipping or {}).get(name))
+            apply_clipping(layer._weight_quantizer)
+            apply_clipping(layer._input_quantizer)
         if self._master:
             self._requantize_weights(bits.keys())
 
@@ -233,6 +273,7 @@ class QuantizedModel(nn.Module):
         """
         self.unfreeze_weights()
         self._master = {n: l.weight.detach().clone() for n, l in self.layers().items()}
+        self._master_bias = {n: None if l.bias is None else l.bias.detach().clone() for n, l in self.layers().items()}
         self._cache_budget = cache_bytes
         self._requantize_weights(self._master.keys())
 
@@ -249,9 +290,11 @@ class QuantizedModel(nn.Module):
         for name, layer in self.layers().items():
             if name in self._master:
                 layer.weight.data = self._master[name]
+            if name in self._master_bias:
+                self._set_bias(layer, self._master_bias[name])
             layer._weight_quantizer.enable()
-        self._master = {}
-        self._weight_cache: dict[tuple[str, int], torch.Tensor] = {}
+        self._master, self._master_bias = {}, {}
+        self._weight_cache = {}
 
     @torch.no_grad()
     def _requantize_weights(self, names) -> None:
@@ -259,21 +302,25 @@ class QuantizedModel(nn.Module):
         for name in names:
             layer, wq = layers[name], layers[name]._weight_quantizer
             key = (name, wq.num_bits)
-            quantized = self._weight_cache.get(key)
-            if quantized is None:
+            cached = self._weight_cache.get(key)
+            if cached is None:
                 wq.enable()
-                quantized = wq(self._master[name])
-                used = sum(t.numel() * t.element_size() for t in self._weight_cache.values())
-                if used + quantized.numel() * quantized.element_size() <= self._cache_budget:
-                    self._weight_cache[key] = quantized
-            layer.weight.data = quantized
+                cached = (wq(self._master[name]), self._master_bias[name])
+                correction = getattr(wq, "bias_correction", None)
+                if correction is not None:  # sw.bias_correction: depends on the bits, so cached with them
+                    cached = correction.correct(self._master[name], cached[0], self._master_bias[name])
+                used = sum(t.numel() * t.element_size() for t, _ in self._weight_cache.values())
+                if used + cached[0].numel() * cached[0].element_size() <= self._cache_budget:
+                    self._weight_cache[key] = cached
+            layer.weight.data = cached[0]
+            self._set_bias(layer, cached[1])
             wq.disable()
 
-
-# ACIQ: amax depends on the bit width, so it is recomputed whenever bits change.
-def _apply_aciq(q: TensorQuantizer) -> None:
-    stats = getattr(q, "aciq_stats", None)
-    if stats is not None:
-        from sw.calibration import aciq_amax
-
-        q.amax = aciq_amax(stats["laplace_b"], stats["absmax"], q.num_bits, q.unsigned)
+    @staticmethod
+    def _set_bias(layer: nn.Module, bias: torch.Tensor | None) -> None:
+        if bias is None:
+            layer.bias = None
+        elif layer.bias is None:
+            layer.bias = nn.Parameter(bias.clone(), requires_grad=False)
+        else:
+            layer.bias.data = bias

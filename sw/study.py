@@ -86,6 +86,22 @@ class Study:
             self._qmodel = self.plugin.init_function(self.fp32_model, self)
         return self._qmodel
 
+    def variant(self, changes: Mapping[str, Mapping[str, Any]]) -> "Study":
+        """This study with some workload sections changed (validated), sharing its fp32 model and
+        data (so `changes` must leave `model` and `datasets` alone), e.g. other calibration settings."""
+        from sw.workload import WORKLOAD
+
+        if {"model", "datasets"} & set(changes):
+            raise ValueError("a variant shares the model and the data: change other sections")
+        raw = self.workload.config.to_dict()
+        for section, values in changes.items():
+            raw[section] = {**(raw.get(section) or {}), **values}
+        other = Study(Workload(WORKLOAD.validate(raw, self.workload.path, ""), self.workload.path),
+                      progress=self.progress)
+        other._batches = self._batches
+        other.__dict__["fp32_model"] = self.fp32_model
+        return other
+
     # -- data -------------------------------------------------------------------------------------
     def batches(self, phase: str, corruption: Mapping[str, Any] | None = None) -> Batches:
         """The dataset of a phase, decoded once and kept in memory (optionally corrupted)."""

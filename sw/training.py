@@ -84,12 +84,20 @@ def train_and_cache(workload, model: nn.Module, *, progress: bool = False) -> Pa
     return path
 
 
-def quantization_aware_training(qmodel, loader, *, epochs: int, lr: float, seed: int = 0,
+def quantization_aware_training(qmodel, loader, *, epochs: int, lr: float, method: str = "ste", seed: int = 0,
                                 progress: bool = False) -> None:
-    """Fine-tune a QuantizedModel at its current bit widths (straight-through estimator).
+    """Fine-tune a QuantizedModel at its current bit widths: `ste` (fixed ranges, straight-through
+    rounding) or `lsq` (learned step size per tensor / per channel, `sw.lsq`).
 
-    Weights are quantized on every forward while training, then frozen again for evaluation.
+    Weights are quantized on every forward while training, then frozen again for evaluation;
+    every quantizer ends with its trained amax pinned (no bit-dependent re-clipping).
     """
+    from sw.lsq import swap_in, swap_out
+
     qmodel.unfreeze_weights()
-    train(qmodel, loader, epochs=epochs, lr=lr, seed=seed, progress=progress, desc="QAT")
+    originals = swap_in(qmodel, method)
+    try:
+        train(qmodel, loader, epochs=epochs, lr=lr, seed=seed, progress=progress, desc=f"QAT ({method})")
+    finally:
+        swap_out(qmodel, originals)
     qmodel.freeze_weights()

@@ -20,6 +20,7 @@ PHASES = ("calibration", "exploration", "baseline", "retraining", "reevaluation"
 MAX_BITS = 16
 MAX_SEED = 2**32 - 1  # numpy's global seed (pymoo, corruptions) takes 0 .. 2^32 - 1
 DEFAULT_WORKLOAD = "digits_cnn.yaml"
+CALIBRATION_METHODS = ("max", "percentile", "entropy", "mse", "aciq")
 
 
 def seed(default: int) -> Scalar:
@@ -117,10 +118,28 @@ QUANTIZATION = Section({
     "activation_quantizers": Scalar(str, default="none", choices=("none", "relu"),
                                     doc="extra activation quantizers after modules of this kind"),
     "baseline_bits": Scalar(int, default=8, min=2, max=MAX_BITS),
+    "graph": Scalar(str, default="fx", choices=("fx", "modules"),
+                    doc="fx: trace the model, quantizers also after residual adds, concatenations and functional "
+                        "activations (sw/graph.py); modules: swap Conv2d/Linear only"),
+    "fold_bn": Scalar(bool, default=False, doc="fold batch norm into the conv/linear before it, before calibration"),
+    "preset": Scalar(str, default="hw", choices=("hw", "tensorrt", "snpe", "pow2"),
+                     doc="backend rules for every quantizer (sw/presets.py); hw: what the converter RTL implements"),
 }, default={})
 
 CALIBRATION = Section({
-    "method": Scalar(str, default="percentile", choices=("max", "percentile", "entropy", "mse", "aciq")),
+    "method": Scalar(str, default="percentile", choices=CALIBRATION_METHODS,
+                     doc="activation clipping; entropy, mse and aciq follow each candidate's bits"),
+    "weight_method": Scalar(str, default="max", choices=("max", "aciq"), doc="weight clipping (per channel if enabled)"),
+    "prior": Scalar(str, default="laplace", choices=("laplace", "gauss"), doc="ACIQ's fitted distribution"),
+    "bit_allocation": Scalar(bool, default=False,
+                             doc="ACIQ per-output-channel weight bits, mean <= the layer's weight bits"),
+    "bias_correction": Scalar(str, default="none", choices=("none", "mean", "mean_variance"),
+                              doc="per-channel correction of quantized weights: mean (a bias), mean_variance "
+                                  "(and a per-channel scale: the ACIQ paper's)"),
+    "search_methods": ListOf(Scalar(str, choices=CALIBRATION_METHODS), default=None,
+                             nullable=True, min_len=2,
+                             doc="the search also picks each layer's input clipping among these (decision "
+                                 "variable <layer>.clipping = index in this list); null: `method` everywhere"),
     "percentile": Scalar(float, default=99.99, min=50.0, max=100.0),
     "num_bins": Scalar(int, default=2048, min=16),
     "file": PathSpec(default=None, nullable=True, doc="calibration file (JSON); default under results.dir"),
@@ -201,6 +220,20 @@ def _check_problem(config: Config, file: Any) -> None:
     from sw.problems import PROBLEMS
 
     PROBLEMS.get(config.problem, file=file, key="problem", trust_custom_code=config.trust_custom_code)
+
+
+def _check_calibration(config: Config, file: Any) -> None:
+    if config.calibration.bit_allocation and not config.quantization.per_channel_weights:
+        raise WorkloadError(file, "calibration.bit_allocation",
+                            "false unless quantization.per_channel_weights is true (bits are allocated per channel)",
+                            True)
+
+
+def _check_preset(config: Config, file: Any) -> None:
+    if config.calibration.bit_allocation and config.quantization.preset in ("snpe", "pow2"):
+        raise WorkloadError(file, "calibration.bit_allocation",
+                            f"false with quantization.preset {config.quantization.preset} (its quantizers have one bit "
+                            f"width per tensor; presets hw and tensorrt allocate per channel)", True)
 
 
 def _check_data_fits_model(config: Config, file: Any) -> None:
@@ -299,4 +332,6 @@ def load_workload(path: str | Path | None = None) -> Workload:
     if not config.datasets:
         raise WorkloadError(path, "datasets", f"at least one of {', '.join(PHASES)}", {})
     _check_data_fits_model(config, path)
+    _check_calibration(config, path)
+    _check_preset(config, path)
     return Workload(config, path)

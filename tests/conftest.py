@@ -68,3 +68,12 @@ def write_workload(tmp_path, shared_results):
         return path
 
     return write
+
+
+@pytest.fixture(scope="module")
+def tiny_workload(tmp_path_factory) -> Path:
+    """The tiny workload with its own results folder, one per test module (trains its CNN there once)."""
+    root = tmp_path_factory.mktemp("tiny")
+    path = root / "tiny.yaml"
+    path.write_text(yaml.safe_dump(deep_update(TINY, {"results": {"dir": str(root / "results")}})))
+    return path

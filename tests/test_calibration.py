@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
-from sw.calibration import METHODS, aciq_amax, calibrate, load_calibration, read_calibration, save_calibration
+from sw.calibration import METHODS, calibrate, load_calibration, read_calibration, save_calibration
 from sw.errors import DataError
 from sw.models import DigitsCNN
 from sw.quantized_model import QuantizedModel, QuantSettings
@@ -81,8 +83,6 @@ def test_aciq_amax_follows_bit_width(tmp_path):
     qmodel.set_layer_bits({name: (8, 8)})
     high = float(qmodel.layers()[name]._input_quantizer.amax)
     assert low < high, "fewer bits must clip harder under ACIQ"
-    assert aciq_amax(1.0, 100.0, 2, False) < aciq_amax(1.0, 100.0, 4, False) < aciq_amax(1.0, 100.0, 8, False)
-    assert aciq_amax(1.0, 3.0, 8, False) == 3.0  # never beyond the observed range
 
 
 def test_wrong_files_are_refused_with_one_clear_error(tmp_path):
@@ -105,3 +105,110 @@ def test_wrong_files_are_refused_with_one_clear_error(tmp_path):
     good.write_text(json.dumps(payload))
     with pytest.raises(DataError):
         load_calibration(qmodel, good)
+
+
+# -- bit-aware clipping and the ACIQ recipe at model level ---------------------------------------------
+from sw.calibration import Recipe  # noqa: E402
+from sw.clipping import Histogram, entropy_amax, mse_amax  # noqa: E402
+
+
+@pytest.mark.parametrize("method,rule", [("entropy", entropy_amax), ("mse", mse_amax)])
+def test_histogram_methods_clip_for_the_candidates_bits(method, rule):
+    """set_layer_bits gives an input quantizer the amax its histogram rule gives at the new bits."""
+    qmodel, _ = _calibrated(method)
+    name = qmodel.layer_names[1]
+    q = qmodel.layers()[name]._input_quantizer
+    histogram = Histogram.from_calibrator(q._calibrator)
+    amax = {}
+    for bits in (2, 3, 8):
+        qmodel.set_layer_bits({name: (8, bits)})
+        amax[bits] = float(q.amax)
+        assert amax[bits] == np.float32(rule(histogram, bits, q.unsigned)), (bits, amax[bits])
+    assert amax[2] < amax[8], "2 bits must clip harder than 8"
+
+
+def _recipe_model(recipe: Recipe, spread_channels: bool = False) -> tuple[QuantizedModel, torch.Tensor]:
+    torch.manual_seed(0)
+    model = DigitsCNN(10).eval()
+    if spread_channels:  # output channels with ranges over a factor of e^4 (trained nets have such spreads)
+        with torch.no_grad():
+            for m in model.modules():
+                if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)):
+                    m.weight.mul_(torch.exp(torch.linspace(-2, 2, m.weight.shape[0])).reshape(-1, *[1] * (m.weight.dim() - 1)))
+    settings = QuantSettings(calib_method="histogram" if recipe.method in ("percentile", "entropy", "mse") else "max",
+                             num_bins=256)
+    qmodel = QuantizedModel(model, (3, 32, 32), settings)
+    data = torch.rand(32, 3, 32, 32)
+    calibrate(qmodel, [(data[:16], None), (data[16:], None)], recipe)
+    qmodel.freeze_weights()
+    return qmodel, data
+
+
+RECIPES = [Recipe(method="entropy"), Recipe(method="mse"),
+           Recipe(method="aciq", weight_method="aciq", prior="gauss", bit_allocation=True,
+                  bias_correction="mean_variance")]
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=["entropy", "mse", "aciq_alloc_bcorr"])
+def test_recipes_round_trip_through_json_at_every_bit_width(recipe, tmp_path):
+    """Histograms, ACIQ moments, bit allocation and bias correction are saved (JSON, no pickle)
+    and a fresh model reproduces the outputs at other bit widths than the saved ones."""
+    qmodel, data = _recipe_model(recipe)
+    path = save_calibration(qmodel, tmp_path / "c.json", {"k": 1})
+    text = path.read_text()
+    assert "pickle" not in text and ("counts" in text) == (recipe.method != "aciq")
+    torch.manual_seed(0)
+    fresh = QuantizedModel(DigitsCNN(10).eval(), (3, 32, 32), QuantSettings(num_bins=256))
+    load_calibration(fresh, path, {"k": 1})
+    fresh.freeze_weights()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        for _ in range(3):
+            bits = {n: (int(rng.integers(2, 9)), int(rng.integers(2, 9))) for n in qmodel.layer_names}
+            qmodel.set_layer_bits(bits)
+            fresh.set_layer_bits(bits)
+            torch.testing.assert_close(fresh(data), qmodel(data), rtol=0, atol=0)
+
+
+def test_bit_allocation_and_bias_correction_in_the_model():
+    qmodel, data = _recipe_model(RECIPES[2], spread_channels=True)
+    name = qmodel.layer_names[2]
+    layer = qmodel.layers()[name]
+    qmodel.set_layer_bits({name: (3, 8)})
+    channel_bits = layer._weight_quantizer.channel_bits
+    assert channel_bits is not None and float(channel_bits.double().mean()) <= 3 and len(set(channel_bits.flatten().tolist())) > 1
+    assert layer.bias is not None, "the mean correction lives in the (new) bias"
+    fp32 = qmodel.fp32_weight(name).clone()
+    assert not torch.equal(layer.weight, fp32)
+    qmodel.unfreeze_weights()
+    assert layer.bias is None, "unfreezing restores the fp32 layer (no bias)"
+    assert torch.equal(layer.weight, fp32)
+
+
+def test_bit_allocation_needs_per_channel_weights(write_workload):
+    from sw.errors import WorkloadError
+    from sw.workload import load_workload
+
+    path = write_workload({"calibration": {"bit_allocation": True}, "quantization": {"per_channel_weights": False}})
+    with pytest.raises(WorkloadError, match="calibration.bit_allocation"):
+        load_workload(path)
+
+
+@pytest.mark.parametrize("damage", ["short_edges", "negative", "kind", "not_a_dict"])
+def test_a_damaged_clipping_entry_is_one_clear_error(damage, tmp_path):
+    qmodel, _ = _calibrated("entropy")
+    path = save_calibration(qmodel, tmp_path / "c.json", {"k": 1})
+    payload = json.loads(path.read_text())
+    name = next(n for n, e in payload["quantizers"].items() if "clipping" in e)
+    clipping = payload["quantizers"][name]["clipping"]
+    if damage == "short_edges":
+        clipping["histogram"]["edges"] = clipping["histogram"]["edges"][:-2]
+    elif damage == "negative":
+        clipping["histogram"]["counts"][3] = -1
+    elif damage == "kind":
+        clipping["kind"] = "magic"
+    else:
+        payload["quantizers"][name]["clipping"] = [1, 2]
+    path.write_text(json.dumps(payload))
+    with pytest.raises(DataError, match=f"c.json: quantizer '{name}'"):
+        load_calibration(qmodel, path, {"k": 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from sw.errors import UserError
 from sw.study import Study
@@ -20,6 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="point N of the latest Pareto front, or best: the cheapest point that meets the "
                             "accuracy constraint on held-out data")
     which.add_argument("--fp32", action="store_true", help="the unquantized model")
+    which.add_argument("--checkpoint", type=Path, metavar="STEM",
+                       help="a quantized checkpoint (retrain / export --format state_dict: STEM.pt + STEM.json) at its bits")
     parser.add_argument("--phase", default="reevaluation",
                         choices=("exploration", "baseline", "reevaluation", "calibration", "retraining"))
     parser.add_argument("--list", action="store_true", help="print the decision variables and exit")
@@ -53,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     if args.fp32:
         metrics = study.evaluate(study.fp32_model, args.phase)
         label = "fp32"
+    elif args.checkpoint is not None:
+        from sw.checkpoint import load_checkpoint
+
+        layer_bits = load_checkpoint(study.quantized_model, args.checkpoint, model_name=w.model.name)
+        metrics = study.evaluate(study.quantized_model, args.phase)
+        label = f"checkpoint {args.checkpoint}"
+        print("bits per layer: " + ", ".join(f"{n}={wb}/{ib}" for n, (wb, ib) in layer_bits.items()))
     else:
         if args.list:
             for i, name in enumerate(study.variable_names):

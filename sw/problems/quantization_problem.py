@@ -1,7 +1,9 @@
 """`quantization_problem`: per-layer bit widths, maximise accuracy, minimise weighted bits.
 
 Decision vector: one integer per quantized layer (`explore: tied`: weights and inputs share
-it) or two (`explore: separate`: weight bits, then input bits). Objectives (minimised by
+it) or two (`explore: separate`: weight bits, then input bits); with
+`calibration.search_methods`, then one more per layer, `<layer>.clipping`: the index of its
+input clipping method in that list. Objectives (minimised by
 pymoo): `-accuracy` of the first metric and a cost, named after the workload's
 `search.weighting` (e.g. `params_weighted`). Constraints: `threshold_k - metric_k <= 0`
 for every metric with a minimum accuracy.
@@ -44,6 +46,20 @@ def decode(x: Sequence[int], layer_names: Sequence[str], mode: str) -> dict[str,
     return {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(layer_names)}
 
 
+def clipping_names(layer_names: Sequence[str], workload) -> list[str]:
+    """`<layer>.clipping` variables when the workload searches clipping methods, else none."""
+    return [f"{n}.clipping" for n in layer_names] if workload.calibration.search_methods else []
+
+
+def split(x: Sequence[int], layer_names: Sequence[str], workload) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """Decision vector -> ({layer: (weight bits, input bits)}, {layer: input clipping method})."""
+    methods = workload.calibration.search_methods or []
+    n_clip = len(clipping_names(layer_names, workload))
+    bits = decode(x[: len(x) - n_clip], layer_names, workload.quantization.explore)
+    clipping = {n: methods[int(round(float(v)))] for n, v in zip(layer_names, x[len(x) - n_clip:])} if n_clip else {}
+    return bits, clipping
+
+
 def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode: str) -> list[int]:
     if mode == "tied":
         return [bits[n][0] for n in layer_names]
@@ -67,7 +83,16 @@ class QuantizationProblem(ElementwiseProblem):
         self.thresholds = [float(t) for t in thresholds]
         self.metric_names = list(w.accuracy.metrics)
         self.mode = w.quantization.explore
-        self.var_names = list(var_names) if var_names is not None else variable_names(qmodel.layer_names, self.mode)
+        if var_names is None:
+            bit_names = variable_names(qmodel.layer_names, self.mode)
+            var_names = bit_names + clipping_names(qmodel.layer_names, w)
+            n_bits, n_clip = len(bit_names), len(var_names) - len(bit_names)
+            methods = w.calibration.search_methods or []
+            xl = [w.search.bits.lower] * n_bits + [0] * n_clip
+            xu = [w.search.bits.upper] * n_bits + [len(methods) - 1] * n_clip
+            default = methods.index(w.calibration.method) if w.calibration.method in methods else 0
+            self.uniform_tail = [default] * n_clip  # what uniform rows of the first population use
+        self.var_names = list(var_names)
         n_var = len(self.var_names)
         kwargs = {} if elementwise_runner is None else {"elementwise_runner": elementwise_runner}
         super().__init__(n_var=n_var, n_obj=2, n_ieq_constr=len(self.thresholds),
@@ -124,14 +149,16 @@ class UniformFirstSampling(Sampling):
 
     def _do(self, problem, n_samples, **kwargs):
         lower, upper = int(problem.xl[0]), int(problem.xu[0])
-        uniform = [np.full(problem.n_var, b) for b in range(upper, lower - 1, -1)][:n_samples]
+        tail = list(getattr(problem, "uniform_tail", []))  # non-bit variables (clipping methods) at their default
+        uniform = [np.array([b] * (problem.n_var - len(tail)) + tail) for b in range(upper, lower - 1, -1)][:n_samples]
         rest = IntegerRandomSampling()._do(problem, n_samples - len(uniform), **kwargs) if n_samples > len(uniform) else []
         return np.vstack([*uniform, *rest]).astype(int) if len(rest) else np.vstack(uniform).astype(int)
 
 
 # -- the plugin functions --------------------------------------------------------------------------
 def variable_names_function(study) -> list[str]:
-    return variable_names(study.quantized_model.layer_names, study.workload.quantization.explore)
+    names = study.quantized_model.layer_names
+    return variable_names(names, study.workload.quantization.explore) + clipping_names(names, study.workload)
 
 
 
@@ -148,7 +175,7 @@ def init_function(model, study):
 
 
 def update_params_function(qmodel, x, study) -> None:
-    qmodel.set_layer_bits(decode(x, qmodel.layer_names, study.workload.quantization.explore))
+    qmodel.set_layer_bits(*split(x, qmodel.layer_names, study.workload))
 
 
 def prepare_exploration_function(qmodel, study, thresholds, elementwise_runner=None) -> QuantizationProblem:
