@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosim.cosimulation import run_cosim, select_point
+    from cosim.cosimulation import point_clipping, run_cosim, select_point
     from cosim.report import format_table, write_csv
     from sw.study import Study
 
@@ -56,14 +56,19 @@ def run(args: argparse.Namespace) -> int:
 
         layer_bits = load_checkpoint(study.quantized_model, args.checkpoint, model_name=study.workload.model.name)
         args.point = args.checkpoint.with_suffix("").name
+        clipping = None  # the checkpoint's quantizer state is what it simulates
     else:
         layer_bits = select_point(study, args.point, args.run_id)
+        clipping = point_clipping(study, args.point, args.run_id)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     print(f"cosim {study.name} at point {args.point}: " + ", ".join(f"{n}={w}/{i}" for n, (w, i) in layer_bits.items()))
     print(f"simulating on {args.sim}, {args.word_bits}-bit words, stalls: {args.stalls}"
           + (f", injected fault: {args.inject}" if args.inject else ""), flush=True)
+    if clipping:
+        print("input clipping: " + ", ".join(f"{n}={m}" for n, m in clipping.items()))
     result = run_cosim(study, layer_bits, point=args.point, images=args.images, layers=layers, sim=args.sim,
-                       word_bits=args.word_bits, stalls=args.stalls, seed=args.seed, fault=args.inject)
+                       word_bits=args.word_bits, stalls=args.stalls, seed=args.seed, fault=args.inject,
+                       clipping=clipping)
     out = args.out or study.results_dir / "cosim" / f"{args.point}_{args.sim}_w{args.word_bits}.csv"
     write_csv(result, out)
     print(format_table(result))

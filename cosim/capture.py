@@ -119,15 +119,16 @@ def capture_inputs(qmodel: QuantizedModel, images: torch.Tensor, quantizers: Map
 
 
 def capture(qmodel: QuantizedModel, layer_bits: Mapping[str, tuple[int, int]], images: torch.Tensor,
-            layers: Sequence[str] | None = None) -> list[CapturedTensor]:
+            layers: Sequence[str] | None = None, clipping: Mapping[str, str] | None = None) -> list[CapturedTensor]:
     """Weights and input activations of every quantized layer (or the selected ones) at `layer_bits`.
 
     The model's own input quantizer (`model_input`) and any activation quantizers are included
-    when no layer selection is given.
+    when no layer selection is given. `clipping` picks input clipping methods per layer
+    (`QuantizedModel.set_layer_bits`); None: the calibrated default.
     """
     if not qmodel.weights_frozen:
         qmodel.freeze_weights()
-    qmodel.set_layer_bits(layer_bits)
+    qmodel.set_layer_bits(layer_bits, clipping)
     qmodel.eval()
     selected = list(layers) if layers else list(qmodel.layer_names)
     unknown = [n for n in selected if n not in qmodel.layer_names]

@@ -56,6 +56,15 @@ def select_point(study: Study, point: str, run_id: int | None = None) -> dict[st
     return study.select_point(point, run_id)[1]
 
 
+def point_clipping(study: Study, point: str, run_id: int | None = None) -> dict[str, str]:
+    """The input clipping method per layer of a Pareto point whose decision vector chooses them
+    (`calibration.search_methods`); empty for "int8" and for points that choose bits only."""
+    if point == "int8":
+        return {}
+    row, _ = study.select_point(point, run_id)
+    return study.apply(study.point_vector(row)).layer_clipping()
+
+
 def real_images(study: Study, count: int, phase: str = "exploration") -> torch.Tensor:
     """The first `count` images of a phase's data (the data the search evaluated on)."""
     if count < 1:
@@ -77,12 +86,13 @@ def streams_of(tensor: CapturedTensor, scales) -> list[Stream]:
 def run_cosim(study: Study, layer_bits: Mapping[str, tuple[int, int]], *, point: str = "int8",
               images: int = 8, layers: Sequence[str] | None = None, sim: str = "icarus", word_bits: int = 32,
               stalls: str = "none", seed: int = 0, fault: str | None = None, work_dir: Path | None = None,
-              ) -> CosimResult:
-    """Capture, simulate and compare every quantized tensor of the study's model at `layer_bits`."""
+              clipping: Mapping[str, str] | None = None) -> CosimResult:
+    """Capture, simulate and compare every quantized tensor of the study's model at `layer_bits`
+    (and, where the point chose them, its input `clipping` methods: see `point_clipping`)."""
     start = time.perf_counter()
     qmodel = study.quantized_model
     try:
-        tensors = capture(qmodel, layer_bits, real_images(study, images), layers)
+        tensors = capture(qmodel, layer_bits, real_images(study, images), layers, clipping)
     except KeyError as exc:
         raise UserError(f"--layers: {exc.args[0]}") from None
     expectations = [expected(t.values, t.amax, t.bits, t.unsigned, t.narrow_range, t.search_output, fault)

@@ -264,6 +264,17 @@ class QuantizedModel(nn.Module):
     def layer_bits(self) -> dict[str, tuple[int, int]]:
         return {n: (l._weight_quantizer.num_bits, l._input_quantizer.num_bits) for n, l in self.layers().items()}
 
+    def layer_clipping(self) -> dict[str, str]:
+        """The active input clipping method of each layer that calibration prepared several for
+        (`calibration.search_methods`): what `set_layer_bits(bits, clipping)` takes back."""
+        active = {}
+        for name, layer in self.layers().items():
+            q = layer._input_quantizer
+            for method, clipping in (getattr(q, "clippings", None) or {}).items():
+                if clipping is getattr(q, "clipping", None):
+                    active[name] = method
+        return active
+
     # -- quantize weights once per candidate -------------------------------------------------
     def freeze_weights(self, cache_bytes: int = 1 << 30) -> None:
         """Fake-quantize the weights once per bit width instead of on every forward.

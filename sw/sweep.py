@@ -84,16 +84,21 @@ class SweepModel:
 
     label: str
     bits: dict[str, tuple[int, int]] | None
-    weighted_bits: float
+    cost: float  # the workload's bit weighting (`search.weighting`) of `bits`
     dram_energy: float | None = None
     x: tuple[int, ...] | None = None
 
     @property
     def key(self) -> str:
-        """Identifies the model in the results table: 'fp32' or its per-layer bits as JSON."""
+        """Identifies the model in the results table: 'fp32', its per-layer bits as JSON, or, for a
+        point whose decision vector carries more than bits (a plugin's own variables, a clipping
+        method per layer), the bits and that vector: two points with equal bits stay apart."""
         if self.bits is None:
             return "fp32"
-        return json.dumps({name: list(b) for name, b in sorted(self.bits.items())}, separators=(",", ":"))
+        bits = {name: list(b) for name, b in sorted(self.bits.items())}
+        if self.x is None:
+            return json.dumps(bits, separators=(",", ":"))
+        return json.dumps({"bits": bits, "x": [int(v) for v in self.x]}, separators=(",", ":"))
 
 
 @dataclass
@@ -110,6 +115,7 @@ class SweepResult:
     metrics: dict[tuple[str, str, int], dict[str, float]] = field(default_factory=dict)  # (label, cond, sev)
     evaluated: int = 0
     reused: int = 0
+    cost_name: str = "weighted_bits"  # the workload's `search.weighting`: the CSV column and plot axis
 
     @property
     def metric(self) -> str:
@@ -263,12 +269,13 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
     metric_names = list(study.workload.accuracy.metrics)
     config_hash = study.config_hash
     combos = [CLEAN] + [(c, s) for c in conditions for s in severities]
-    result = SweepResult(-1, phase, seed, metric_names, conditions, severities, models)
+    result = SweepResult(-1, phase, seed, metric_names, conditions, severities, models,
+                         cost_name=study.workload.search.weighting)
 
     with study.open_db() as db, contextlib.ExitStack() as stack:
         ensure_tables(db)
         done = {} if fresh else stored_metrics(db, config_hash, phase, seed)
-        model_json = json.dumps([{"label": m.label, "key": m.key, "weighted_bits": m.weighted_bits,
+        model_json = json.dumps([{"label": m.label, "key": m.key, "cost": m.cost,
                                   "dram_energy": m.dram_energy} for m in models])
         cursor = db.execute(
             "INSERT INTO weather_sweeps (workload, config_hash, exploration_run, phase, seed, conditions, severities,"
@@ -354,10 +361,10 @@ def write_outputs(result: SweepResult, out_dir: Path, *, title: str = "") -> dic
     """sweep.csv and the plots (titles start with `title`); returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out_dir / "sweep.csv", "severity": out_dir / "accuracy_vs_severity.png",
-             "bits": out_dir / "drop_vs_weighted_bits.png"}
+             "bits": out_dir / f"drop_vs_{result.cost_name}.png"}
     write_csv(result, paths["csv"])
     plot_accuracy_vs_severity(result, paths["severity"], title=title)
-    plot_drop_vs_cost(result, paths["bits"], "weighted_bits", "weighted bits", title=title)
+    plot_drop_vs_cost(result, paths["bits"], "cost", f"{result.cost_name.replace('_', ' ')} (bits)", title=title)
     if all(m.dram_energy is not None for m in result.models if m.bits is not None):
         paths["energy"] = out_dir / "drop_vs_dram_energy.png"
         plot_drop_vs_cost(result, paths["energy"], "dram_energy", "DRAM energy (uJ)", title=title)
@@ -365,7 +372,7 @@ def write_outputs(result: SweepResult, out_dir: Path, *, title: str = "") -> dic
 
 
 def write_csv(result: SweepResult, path: Path) -> None:
-    fields = ["model", "weighted_bits", "dram_energy", "condition", "severity", *result.metric_names,
+    fields = ["model", result.cost_name, "dram_energy", "condition", "severity", *result.metric_names,
               f"{result.metric}_drop"]
     with atomic_write(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
@@ -373,7 +380,7 @@ def write_csv(result: SweepResult, path: Path) -> None:
         for model in result.models:
             for condition, severity in [CLEAN] + [(c, s) for c in result.conditions for s in result.severities]:
                 metrics = result.metrics[(model.label, condition, severity)]
-                writer.writerow({"model": model.label, "weighted_bits": f"{model.weighted_bits:.4f}",
+                writer.writerow({"model": model.label, result.cost_name: f"{model.cost:.4f}",
                                  "dram_energy": "" if model.dram_energy is None else f"{model.dram_energy:.6g}",
                                  "condition": condition, "severity": severity,
                                  **{m: f"{metrics[m]:.6f}" for m in result.metric_names},
@@ -395,17 +402,17 @@ def _grid(n: int):
 
 
 def _model_colors(result: SweepResult) -> dict[str, Any]:
-    """fp32 black, baseline grey, Pareto points coloured by weighted bits."""
+    """fp32 black, baseline grey, Pareto points coloured by their bit cost."""
     import matplotlib
 
     colors: dict[str, Any] = {"fp32": "black"}
     points = [m for m in result.models if m.label.startswith("P")]
-    bits = [m.weighted_bits for m in points]
+    bits = [m.cost for m in points]
     norm = matplotlib.colors.Normalize(min(bits, default=0), max(bits, default=1) + 1e-9)
     cmap = matplotlib.colormaps["viridis"]
     for m in result.models:
         if m.label not in colors:
-            colors[m.label] = cmap(norm(m.weighted_bits)) if m.label.startswith("P") else "#888888"
+            colors[m.label] = cmap(norm(m.cost)) if m.label.startswith("P") else "#888888"
     return colors
 
 
@@ -419,7 +426,7 @@ def plot_accuracy_vs_severity(result: SweepResult, path: Path, *, title: str = "
             style = {"ls": "--", "lw": 1.6} if model.bits is None else ({"lw": 1.6} if not model.label.startswith("P")
                                                                         else {"lw": 1.0, "alpha": 0.85})
             ax.plot(x, y, marker="o", ms=3, color=colors[model.label],
-                    label=f"{model.label} ({model.weighted_bits:.2f} b)" if model.bits is not None else "fp32", **style)
+                    label=f"{model.label} ({model.cost:.2f} b)" if model.bits is not None else "fp32", **style)
         ax.set_title(condition)
         ax.set_xticks(x, ["clean", *map(str, result.severities)])
         ax.set_xlabel("severity")
@@ -467,5 +474,5 @@ def summary_lines(result: SweepResult) -> Iterable[str]:
     width = max(6, *(len(c) for c in result.conditions))
     yield f"{'model':>6} {'bits':>6}  {'clean':>{width}}  " + "  ".join(f"{c:>{width}}" for c in result.conditions)
     for model in result.models:
-        yield (f"{model.label:>6} {model.weighted_bits:>6.2f}  {result.clean(model.label):>{width}.4f}  "
+        yield (f"{model.label:>6} {model.cost:>6.2f}  {result.clean(model.label):>{width}.4f}  "
                + "  ".join(f"{result.mean_accuracy(model.label, c):>{width}.4f}" for c in result.conditions))

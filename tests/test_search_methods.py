@@ -56,3 +56,30 @@ def test_a_search_over_bits_and_methods_writes_a_front(methods_workload, capsys)
     for row in rows:
         for name in study.quantized_model.layer_names:
             assert 0 <= int(row[f"{name}.clipping"]) < len(METHODS)
+    # cosim simulates each point with the clipping methods it chose
+    from cosim.cosimulation import point_clipping
+
+    layers = study.quantized_model.layer_names
+    for index, row in enumerate(rows):
+        assert point_clipping(study, str(index)) == {n: METHODS[int(row[f"{n}.clipping"])] for n in layers}
+    assert point_clipping(study, "int8") == {}
+
+
+def test_cosim_captures_tensors_with_the_chosen_clipping(methods_workload):
+    """cosim captures a point's tensors with the point's own input clipping, not the default."""
+    from cosim.capture import capture
+    from cosim.cosimulation import real_images
+
+    study = Study(methods_workload)
+    layers = study.quantized_model.layer_names
+    choice = {n: METHODS[(i + 1) % len(METHODS)] for i, n in enumerate(layers)}  # never all the default
+    bits = {n: (3, 3) for n in layers}
+    study.apply([3] * len(layers) + [METHODS.index(choice[n]) for n in layers])
+    expected = _input_amax(study)
+    images = real_images(study, 2)
+    captured = {t.quantizer: t for t in capture(study.quantized_model, bits, images, clipping=choice)}
+    default = {t.quantizer: t for t in capture(study.quantized_model, bits, images)}
+    for name in layers:
+        assert float(captured[f"{name}.input"].amax.max()) == pytest.approx(expected[name])
+    assert any(float(default[f"{n}.input"].amax.max()) != pytest.approx(expected[n])
+               for n in layers if choice[n] != "max")

@@ -66,11 +66,18 @@ def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, c
         table = list(csv.DictReader(handle))
     assert {(r["model"], r["condition"], int(r["severity"])) for r in table} == \
         {(m, c, s) for m in labels for c, s in combos}
-    for name in ("accuracy_vs_severity.png", "drop_vs_weighted_bits.png"):
+    weighting = study.workload.search.weighting
+    for name in ("accuracy_vs_severity.png", f"drop_vs_{weighting}.png"):
         with Image.open(out / name) as image:
             assert image.size[0] > 200 and image.size[1] > 200
 
     by_key = {(r["model"], r["condition"], int(r["severity"])): r for r in table}
+    # The cost column is named after the workload's weighting and holds that weighting of the bits.
+    assert "weighted_bits" not in table[0] and weighting in table[0]
+    assert float(by_key[("int8", "clean", 0)][weighting]) == pytest.approx(study.weighted_bits(study.uniform_bits(8)))
+    for i, individual in enumerate(front):
+        assert float(by_key[(f"P{i}", "clean", 0)][weighting]) == pytest.approx(
+            study.weighted_bits(study.decode(individual.x)), abs=1e-4)
     # Pareto points on clean data: exactly what the exploration measured for them.
     for i, individual in enumerate(front):
         assert float(by_key[(f"P{i}", "clean", 0)]["top1"]) == pytest.approx(individual.metrics["top1"], abs=1e-6)
@@ -180,7 +187,7 @@ def test_acceptance_sweep_on_the_default_workload(tmp_path):
     print(sweep.stdout)
     assert sweep.returncode == 0, sweep.stderr
     out = tmp_path / "results" / "digits_cnn" / "weather"
-    assert (out / "accuracy_vs_severity.png").is_file() and (out / "drop_vs_weighted_bits.png").is_file()
+    assert (out / "accuracy_vs_severity.png").is_file() and (out / "drop_vs_params_weighted.png").is_file()
     with (out / "sweep.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     models = {r["model"] for r in rows}
@@ -212,3 +219,15 @@ def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(w
     assert float(rows["int8"]["dram_energy"]) == pytest.approx(table.lookup(study.uniform_bits(8), "dram_energy"),
                                                                rel=1e-5)
     assert rows["fp32"]["dram_energy"] == ""
+
+
+def test_sweep_keys_keep_points_with_equal_bits_but_different_decision_vectors_apart():
+    """A plugin's own variables (or a clipping method per layer) change the model without changing
+    its bits: its stored weather results must not be reused for another point with the same bits."""
+    from sw.sweep import SweepModel
+
+    bits = {"conv1": (4, 5), "fc": (8, 8)}
+    a, b = SweepModel("P0", bits, 6.0, x=(4, 5, 8, 8, 0)), SweepModel("P1", bits, 6.0, x=(4, 5, 8, 8, 1))
+    baseline = SweepModel("int", dict(bits), 6.0)
+    assert len({a.key, b.key, baseline.key, SweepModel("fp32", None, 32.0).key}) == 4
+    assert SweepModel("P2", dict(bits), 6.0, x=(4, 5, 8, 8, 0)).key == a.key  # same point: its rows are reused

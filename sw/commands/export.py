@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sw.commands._configuration import add_configuration_arguments, apply_configuration
+from sw.configuration import add_configuration_arguments, apply_configuration
 from sw.csv_table import upsert_rows
 from sw.errors import UserError
 from sw.study import Study

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from sw.checkpoint import save_checkpoint
-from sw.commands._configuration import add_configuration_arguments, apply_configuration
+from sw.configuration import add_configuration_arguments, apply_configuration
 from sw.csv_table import upsert_rows
 from sw.datasets import build_loader
 from sw.errors import UserError
