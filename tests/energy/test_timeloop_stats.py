@@ -300,3 +300,15 @@ def test_accelerators_command_lists_the_shipped_timeloop_ones():
     result = run("accelerators", cwd=Path(__file__).parent)
     assert result.returncode == 0, result.stderr
     assert "timeloop accelerators: eyeriss_like" in result.stdout.splitlines()
+
+
+def test_residency_and_pooling_traffic_are_refused_in_one_line():
+    from energy.engines import Residency
+
+    engine = get_engine("timeloop", "eyeriss_like")
+    assert not engine.supports_residency and engine.activation_buffer() is None
+    with pytest.raises(UserError, match="energy.elementwise: the timeloop engine") as info:
+        engine.dram_costs()
+    assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match="energy.residency: the timeloop engine"):
+        engine.evaluate(PADDED, 8, 8, [8], Residency(True, False))
