@@ -4,6 +4,7 @@ installing torch per session would cost minutes and gigabytes.
     nox -s explore [-- WORKLOAD [--resume ...]]
     nox -s energy  [-- WORKLOAD]
     nox -s tests   [-- PYTEST ARGS]
+    nox -s report  [-- WORKLOAD]
     nox -s sim | synth | cosim | weather | bench
 """
 
@@ -52,6 +53,12 @@ def energy(session: nox.Session) -> None:
 def weather(session: nox.Session) -> None:
     """Weather sweep over the Pareto front of a workload's exploration."""
     _python(session, "-m", "sw", "weather-sweep", *session.posargs)
+
+
+@nox.session
+def report(session: nox.Session) -> None:
+    """The study's HTML report (results/<name>/report/index.html) with PNG, SVG and TikZ figures."""
+    _python(session, "-m", "sw", "report", *session.posargs)
 
 
 @nox.session

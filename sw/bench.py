@@ -1,14 +1,19 @@
 """`python -m sw.bench` (`nox -s bench`): cost of evaluating one candidate, fake quant vs fp32.
 
-Measured side by side in one run, interleaved and repeated, reported as ratios:
+Measured side by side in one run, interleaved and repeated, reported as ratios, for resnet18
+and mobilenet_v2 at 32x32 (and the digits CNN):
 - fp32: the plain model;
 - fake quant, weights once: the search's path (bits set, weights fake-quantized once per
-  candidate, inputs quantized on every forward);
+  candidate, activations quantized on every forward, small activations on one thread);
+- the same with every activation pass on torch's thread pool (the path before that change;
+  identical outputs, tested);
 - fake quant, weights every forward: pytorch-quantization's default behaviour.
 
-and the calibration time of each method (collecting statistics, then amax at every bit width
-2..8 as a search needs it), as a ratio to max calibration, with pytorch-quantization's own
-entropy search on one histogram for comparison.
+Then the search's evaluation throughput on the default study: candidates per second of a dask
+LocalCluster with 2 worker processes vs the serial runner, on the same candidates; the
+calibration time of each method (statistics, then amax at every bit width 2..8 as a search
+needs it) as a ratio to max calibration, with pytorch-quantization's own entropy search on one
+histogram for comparison. Emulate a 2-core CI machine with `taskset -c 0,1`.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import torchvision
 
 from sw.calibration import METHODS, Recipe, calibrate
 from sw.models import DigitsCNN
-from sw.quantized_model import QuantizedModel, QuantSettings
+from sw.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
 
 
 def _time(fn, repeats: int) -> float:
@@ -61,18 +66,77 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
         for x in data:
             qmodel(x)
 
+    def threaded() -> None:  # every activation pass on the thread pool (before `serial_below`)
+        serial_below = ActivationQuantizer.serial_below
+        ActivationQuantizer.serial_below = 0
+        try:
+            quantized()
+        finally:
+            ActivationQuantizer.serial_below = serial_below
+
     for fn in (fp32, quantized):  # warm-up
         fn()
-    times = {"fp32": [], "once": [], "every": []}
-    for _ in range(repeats):  # interleaved so drifts in machine load hit all three alike
+    times: dict[str, list[float]] = {"fp32": [], "once": [], "threaded": [], "every": []}
+    for _ in range(repeats):  # interleaved so drifts in machine load hit all of them alike
         times["fp32"].append(_time(fp32, 1))
         qmodel.freeze_weights()
         times["once"].append(_time(quantized, 1))
+        times["threaded"].append(_time(threaded, 1))
         qmodel.unfreeze_weights()
         times["every"].append(_time(quantized, 1))
     t = {k: statistics.median(v) for k, v in times.items()}
-    return {"model": name, "fp32_s": t["fp32"], "once_s": t["once"], "every_s": t["every"],
-            "ratio_once": t["once"] / t["fp32"], "ratio_every": t["every"] / t["fp32"]}
+    return {"model": name, **{f"{k}_s": v for k, v in t.items()},
+            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "threaded", "every")}}
+
+
+def _warm_worker(workload: str, thresholds: tuple[float, ...]) -> None:
+    """Build a dask worker's problem (model, calibration) before the clock starts."""
+    from sw.problems.quantization_problem import _worker_problem
+
+    _worker_problem(workload, thresholds)
+
+
+def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
+    """Candidates per second on the default study: serial (this process) vs a dask LocalCluster."""
+    import logging
+    import os
+
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # worker processes read it too
+    import distributed  # noqa: F401  (configures its loggers on import; quieted below)
+
+    from sw.search import DaskBackend, SerialBackend
+    from sw.study import Study
+
+    for name in ("distributed", "dask"):  # cluster start/stop chatter is not a benchmark result
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    study = Study()
+    problem = study.plugin.prepare_exploration_function(study.quantized_model, study, [0.0])
+    rng = np.random.default_rng(1)
+    lower, upper = int(problem.xl[0]), int(problem.xu[0])
+    X = [rng.integers(lower, upper + 1, problem.n_var) for _ in range(candidates + 2)]
+    warm, X = X[:2], X[2:]
+
+    def run(backend, xs) -> float:
+        start = time.perf_counter()
+        results = list(backend.imap(problem.evaluate_one, xs))
+        assert len(results) == len(xs)
+        return time.perf_counter() - start
+
+    serial = SerialBackend()
+    run(serial, warm)
+    serial_s = run(serial, X)
+    start = time.perf_counter()
+    dask = DaskBackend(workers)
+    try:
+        dask.client.run(_warm_worker, str(study.workload.path), (0.0,))
+        startup_s = time.perf_counter() - start
+        dask_s = run(dask, X)
+    finally:
+        dask.close()
+    return {"candidates": candidates, "workers": workers, "serial_cps": candidates / serial_s,
+            "dask_cps": candidates / dask_s, "startup_s": startup_s, "ratio": serial_s / dask_s,
+            "study": study.workload.name, "threads": torch.get_num_threads()}
 
 
 def bench_calibration(model: torch.nn.Module, batches: int, batch_size: int) -> dict[str, float]:
@@ -113,24 +177,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--calib-batches", type=int, default=4, help="batches for the calibration benchmark")
+    parser.add_argument("--candidates", type=int, default=32, help="candidates for the dask vs serial benchmark")
+    parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
     args = parser.parse_args(argv)
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    rows = [
-        bench_model("resnet18", torchvision.models.resnet18(weights=None, num_classes=10), args.batches,
-                    args.batch_size, args.repeats),
-        bench_model("digits_cnn", DigitsCNN(10), args.batches, args.batch_size, args.repeats),
-    ]
+    if args.only in (None, "models"):
+        bench_models(args)
+    if args.only in (None, "runners"):
+        r = bench_runners(args.candidates)
+        print(f"\nsearch evaluation on the default study ({r['study']}), {r['candidates']} candidates: "
+              f"serial ({r['threads']} torch threads) {r['serial_cps']:.2f}/s, dask LocalCluster "
+              f"{r['workers']} workers {r['dask_cps']:.2f}/s: {r['ratio']:.2f}x "
+              f"(cluster start + model per worker {r['startup_s']:.1f} s, not counted); goal >= 1.8x")
+    if args.only in (None, "calibration"):
+        bench_calibration_table(args)
+    return 0
+
+
+def bench_models(args) -> None:
+    rows = [bench_model(name, make(), args.batches, args.batch_size, args.repeats) for name, make in (
+        ("resnet18", lambda: torchvision.models.resnet18(weights=None, num_classes=10)),
+        ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=10)),
+        ("digits_cnn", lambda: DigitsCNN(10)))]
     print(f"one candidate = {args.batches} batches of {args.batch_size} x 3x32x32, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'model':<12}{'fp32 ms':>10}{'fq once ms':>12}{'ratio':>8}{'fq every ms':>13}{'ratio':>8}")
+    print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'threaded ms':>13}{'ratio':>8}"
+          f"{'fq every ms':>13}{'ratio':>8}")
     for r in rows:
-        print(f"{r['model']:<12}{r['fp32_s'] * 1e3:>10.1f}{r['once_s'] * 1e3:>12.1f}{r['ratio_once']:>7.2f}x"
+        print(f"{r['model']:<13}{r['fp32_s'] * 1e3:>9.1f}{r['once_s'] * 1e3:>12.1f}{r['ratio_once']:>7.2f}x"
+              f"{r['threaded_s'] * 1e3:>13.1f}{r['ratio_threaded']:>7.2f}x"
               f"{r['every_s'] * 1e3:>13.1f}{r['ratio_every']:>7.2f}x")
-    print("target: resnet18 fake quant (weights once) <= 1.30x fp32")
+    print("fq once: the search's path; threaded: the same with activation passes on the thread pool; "
+          "goal: fq once <= 1.05x fp32 quiet, <= 1.2x under load")
 
+
+def bench_calibration_table(args) -> None:
     calibration = bench_calibration(torchvision.models.mobilenet_v2(weights=None, num_classes=10),
                                     args.calib_batches, args.batch_size)
     print(f"\ncalibration of mobilenet_v2 ({args.calib_batches} batches of {args.batch_size}) + amax at bits 2..8")
@@ -140,7 +224,6 @@ def main(argv: list[str] | None = None) -> int:
     library, ours = bench_entropy_search()
     print(f"entropy amax of one 2048-bin histogram (8 bits): pytorch-quantization {library * 1e3:.0f} ms, "
           f"vectorised {ours * 1e3:.1f} ms ({library / ours:.0f}x)")
-    return 0
 
 
 if __name__ == "__main__":

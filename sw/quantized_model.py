@@ -79,9 +79,17 @@ class ActivationQuantizer(TensorQuantizer):
     `clamp(round(x * scale)) / scale`, so the output is bit-identical (tested against the
     library's path). Anything unusual (learned or dynamic amax, amax <= 2^-24, real quant)
     takes the library's path.
+
+    Threads: the four element-wise passes (and the sign check) over an activation of a small
+    model are too short to share between threads: each pass is one OpenMP parallel region, and
+    on a busy machine every region waits for a descheduled thread (measured: the same passes
+    2-4x slower with 2 threads than with 1 under load, see `python -m sw.bench`). Tensors below
+    `serial_below` elements therefore run on one thread; the convolutions keep every thread.
+    Element-wise results do not depend on the thread count.
     """
 
     _EPSILON = 1.0 / (1 << 24)
+    serial_below = 1 << 20  # elements; 0 runs every pass on torch's thread pool
 
     def _quant_forward(self, inputs):
         amax = getattr(self, "_amax", None)
@@ -97,6 +105,17 @@ class ActivationQuantizer(TensorQuantizer):
             min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
             self._scale_cache = cached = (key, max_bound / amax, min_bound, float(max_bound))
         _, scale, lo, hi = cached
+        threads = torch.get_num_threads()
+        if threads == 1 or inputs.numel() >= self.serial_below:
+            return self._static_fake_quant(inputs, scale, lo, hi)
+        torch.set_num_threads(1)
+        try:
+            return self._static_fake_quant(inputs, scale, lo, hi)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _static_fake_quant(self, inputs: torch.Tensor, scale: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        """`clamp(round(x * scale)) / scale` in place on one new tensor, as the library computes it."""
         if self._unsigned and inputs.min() < 0.0:
             raise TypeError("Negative values encountered in unsigned quantization.")
         out = inputs * scale

@@ -44,6 +44,13 @@ CREATE TABLE IF NOT EXISTS individuals (
     created REAL NOT NULL,
     PRIMARY KEY (run_id, x)
 );
+CREATE TABLE IF NOT EXISTS hypervolume (
+    run_id INTEGER NOT NULL REFERENCES runs(id),
+    generation INTEGER NOT NULL,
+    hv REAL NOT NULL,
+    ref_point_json TEXT NOT NULL,
+    PRIMARY KEY (run_id, generation)
+);
 CREATE TABLE IF NOT EXISTS baselines (
     config_hash TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -67,6 +74,15 @@ class Individual:
     constraints: tuple[float, ...]
     feasible: bool
     wall_time: float
+
+
+@dataclass(frozen=True)
+class HypervolumeRow:
+    """The hypervolume of a run after one generation (see `sw.hypervolume`)."""
+
+    generation: int
+    hv: float
+    ref_point: list[float]
 
 
 @dataclass(frozen=True)
@@ -175,6 +191,18 @@ class ResultsDB:
 
     def count(self, run_id: int) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM individuals WHERE run_id = ?", (run_id,)).fetchone()[0])
+
+    # -- hypervolume --------------------------------------------------------------------------
+    def set_hypervolume(self, run_id: int, generation: int, hv: float, ref_point: Sequence[float]) -> None:
+        """Record (or, when a resumed run re-plays a generation, overwrite) one generation's hypervolume."""
+        self.conn.execute("INSERT OR REPLACE INTO hypervolume VALUES (?, ?, ?, ?)",
+                          (run_id, generation, float(hv), json.dumps([float(v) for v in ref_point])))
+
+    def hypervolume(self, run_id: int) -> list[HypervolumeRow]:
+        """The run's hypervolume per generation, in generation order (empty for runs recorded before)."""
+        rows = self.conn.execute("SELECT generation, hv, ref_point_json FROM hypervolume WHERE run_id = ?"
+                                 " ORDER BY generation", (run_id,))
+        return [HypervolumeRow(int(g), float(hv), json.loads(ref)) for g, hv, ref in rows]
 
     # -- baselines ----------------------------------------------------------------------------
     def set_baseline(self, config_hash: str, name: str, metrics: dict[str, float]) -> None:

@@ -1,4 +1,5 @@
 """NSGA-II over per-layer bit widths, with every evaluation recorded durably as it happens.
+At the end of each generation the run's hypervolume is committed too (`sw.hypervolume`).
 
 Evaluation goes through pymoo's elementwise runner interface (`runner(f, X) -> list[dict]`).
 `RecordingRunner` wraps a backend (serial, a process pool or a dask.distributed cluster): it
@@ -99,6 +100,7 @@ class Recorder:
     generation: int = 0
     evaluated: int = 0
     reused: int = 0
+    reference: list[float] | None = None  # the run's hypervolume reference point, fixed after generation 0
 
     def lookup(self, x) -> dict | None:
         hit = self.db.lookup(self.run_id, [int(v) for v in x])
@@ -111,6 +113,24 @@ class Recorder:
         self.db.add_individual(self.run_id, self.generation, index, [int(v) for v in x],
                                {m: float(v) for m, v in zip(self.metric_names, out["metrics"])},
                                list(out["F"]), list(out.get("G", [])), float(out["wall_time"]))
+
+
+    def end_generation(self) -> float:
+        """Commit the hypervolume of generations 0..`generation` (see `sw.hypervolume`); returns it.
+
+        A resumed run re-plays its generations and rewrites the same rows: the reference point
+        is the one stored with the run's first generation.
+        """
+        from sw.hypervolume import at_generation, reference_point
+
+        individuals = self.db.individuals(self.run_id)
+        if self.reference is None:
+            stored = self.db.hypervolume(self.run_id)
+            self.reference = (stored[0].ref_point if stored else
+                              reference_point(self.db.run(self.run_id).objective_names, individuals))
+        hv = at_generation(individuals, self.generation, self.reference)
+        self.db.set_hypervolume(self.run_id, self.generation, hv, self.reference)
+        return hv
 
 
 class RecordingRunner:
@@ -173,6 +193,7 @@ def run_nsga2(problem, algorithm: NSGA2, recorder: Recorder, generations: int, s
             break
         algorithm.evaluator.eval(problem, population)
         algorithm.tell(infills=population)
+        recorder.end_generation()
         generation += 1
         bar.update(1)
         if progress:

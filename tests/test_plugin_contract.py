@@ -107,4 +107,4 @@ def test_weather_sweep_and_retrain_apply_the_plugins_vector(explored, capsys):
     assert main(["retrain", str(explored), "--point", "0", "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     # before QAT: the point on held-out data, the number the front reports for it
-    assert f"point0: before QAT top1 {row['heldout_top1']:.4f}" in out
+    assert f"point0: before QAT (reevaluation) top1 {row['heldout_top1']:.4f}" in out

@@ -159,3 +159,65 @@ def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow):
             ours.amax = amax * 0.5  # a changed amax must not reuse a stale cached scale
             theirs.amax = amax * 0.5
             assert torch.equal(ours(x).view(torch.int32), theirs(x).view(torch.int32))
+
+
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_paths(unsigned, monkeypatch):
+    """The one-thread path for small activations: same bits as the thread-pool path and the library,
+    below and above `serial_below`, and torch's thread count is restored (after an error too)."""
+    from pytorch_quantization.nn import TensorQuantizer
+    from pytorch_quantization.tensor_quant import QuantDescriptor
+
+    from sw.quantized_model import ActivationQuantizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(3)
+        for shape in ((32, 64, 8, 8), (1, 3, 32, 32), ((1 << 20) + 7,)):
+            x = torch.randn(shape, generator=gen) * 2.5
+            x = x.abs() if unsigned else x
+            for bits in (2, 4, 8):
+                desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, amax=3.1)
+                ours = ActivationQuantizer(desc)
+                serial = ours(x)
+                assert torch.get_num_threads() == 2
+                monkeypatch.setattr(ActivationQuantizer, "serial_below", 0)
+                threaded = ours(x)
+                monkeypatch.undo()
+                library = TensorQuantizer(desc)(x)
+                assert torch.equal(serial.view(torch.int32), threaded.view(torch.int32)), (shape, bits)
+                assert torch.equal(serial.view(torch.int32), library.view(torch.int32)), (shape, bits)
+        if unsigned:
+            with pytest.raises(TypeError, match="Negative"):
+                ours(-x[:100])
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch):
+    """A whole fake-quant model with frozen weights: identical logits with and without one-thread activations."""
+    import torchvision
+
+    from sw.calibration import calibrate
+    from sw.quantized_model import ActivationQuantizer
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
+    data = [torch.rand(8, 3, 32, 32) for _ in range(2)]
+    qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
+    calibrate(qmodel, [(x, None) for x in data], "max")
+    qmodel.set_uniform_bits(4)
+    qmodel.freeze_weights()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.no_grad():
+            serial = [qmodel(x) for x in data]
+            monkeypatch.setattr(ActivationQuantizer, "serial_below", 0)
+            threaded = [qmodel(x) for x in data]
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(serial, threaded))
+    assert not torch.equal(serial[0], model(data[0]))  # it did quantize

@@ -167,7 +167,11 @@ def test_kill_9_then_resume_keeps_every_individual(write_workload):
     ref_study = Study(fresh)
     with ResultsDB(ref_study.db_path) as db:
         reference = {ind.x: ind.metrics for ind in db.individuals(db.latest_run().id)}
+        reference_hv = db.hypervolume(db.latest_run().id)
     assert reference == {x: ind.metrics for x, ind in after.items()}
+    # and so is its hypervolume per generation (rows re-played after the kill are rewritten equal)
+    with ResultsDB(study.db_path) as db:
+        assert db.hypervolume(run.id) == reference_hv and len(reference_hv) == 8
 
 
 def _individuals_of(path) -> dict:

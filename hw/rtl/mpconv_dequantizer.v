@@ -9,7 +9,7 @@
 // FLOAT_W = 16 rounds the fp32 quotient to bfloat16 (nearest even), as torch's
 // (q / scale).to(torch.bfloat16) does.
 // The significand quotient comes from a pipelined non-restoring divider, two quotient
-// bits per stage. Pipeline: 16 stages, one value per cycle, stalls as a whole.
+// bits per stage. Pipeline: 17 stages, one value per cycle, stalls as a whole.
 // cfg_scale_dec is the scale decoded by mpconv_fp32_decode, packed as
 // {is_nan, is_inf, is_zero, sign, exp[9:0], mant[23:0]} (one decoder serves all lanes).
 // cfg_* must stay constant while busy (mpconv_lane guarantees it).
@@ -33,7 +33,7 @@ module mpconv_dequantizer #(
     output wire               busy
 );
     localparam NSTAGE = 13;          // divider stages, 2 quotient bits each
-    localparam NV     = NSTAGE + 3;  // decode + divider + round + output
+    localparam NV     = NSTAGE + 4;  // sign + normalize + divider + round + output
 
     reg  [NV-1:0] v;
     wire en = !v[NV-1] || m_axis_tready;
@@ -54,31 +54,49 @@ module mpconv_dequantizer #(
     wire [9:0]  se = sz ? 10'd0 : se_raw;
     wire [23:0] D  = sz ? 24'h800000 : sm_raw;   // divisor significand, D[23] = 1
 
-    // ---- stage 0: code -> sign and normalized significand
-    wire [16:0] pow_b = 17'd1 << cfg_bits;
-    wire [15:0] mask  = pow_b[15:0] - 16'd1;
+    // ---- stage 0: code -> sign and magnitude
+    // mask = 2^b - 1 and sbit = 2^(b-1), one LUT per bit (no shifter, no carry chain)
+    reg  [15:0] mask, sbit;
+    integer j;
+    always @* begin
+        for (j = 0; j < 16; j = j + 1) begin
+            mask[j] = (cfg_bits > j[4:0]);
+            sbit[j] = (cfg_bits == j[4:0] + 5'd1);
+        end
+    end
     wire [15:0] c     = s_axis_tdata & mask;
-    wire [15:0] sbit  = pow_b[16:1];                       // 2^(b-1)
     wire        neg   = cfg_signed && ((c & sbit) != 16'd0);
     wire [15:0] qmag  = neg ? ((~c + 16'd1) & mask) : c;   // |q| <= 65535
+
+    reg        z_last, z_sign;
+    reg [15:0] z_mag;
+    always @(posedge clk) begin
+        if (en) begin
+            z_last <= s_axis_tlast;
+            z_sign <= neg ^ ss;
+            z_mag  <= qmag;
+        end
+    end
+
+    // ---- stage 1: normalized significand and exponent
     reg  [3:0]  qlz;
     integer i;
     always @* begin
         qlz = 4'd0;
         for (i = 0; i < 16; i = i + 1)
-            if (qmag[i]) qlz = 4'd15 - i[3:0];
+            if (z_mag[i]) qlz = 4'd15 - i[3:0];
     end
-    wire [15:0] qn = qmag << qlz;
+    wire [15:0] qn = z_mag << qlz;
 
     reg        d0_last, d0_sign, d0_nan, d0_zero;
     reg [23:0] d0_n;
     reg [9:0]  d0_e;
     always @(posedge clk) begin
         if (en) begin
-            d0_last <= s_axis_tlast;
-            d0_sign <= neg ^ ss;
+            d0_last <= z_last;
+            d0_sign <= z_sign;
             d0_nan  <= sn;
-            d0_zero <= !sn && (si || qmag == 16'd0);
+            d0_zero <= !sn && (si || z_mag == 16'd0);
             d0_n    <= {qn, 8'd0};
             d0_e    <= {6'd0, 4'd15 - qlz} - se;   // exponent of q minus exponent of scale
         end

@@ -3,11 +3,14 @@
 //   quantize:   s_qin (floats)  -> quantizer -> packer -> FIFO -> m_qout (words)
 //   dequantize: s_din (words)   -> FIFO -> unpacker -> dequantizer -> m_dout (floats)
 //
+//   every output stream leaves through a skid buffer (registered data, valid and ready)
+//
 // Each path keeps its own copy of the configuration and takes a new one only between
-// tensors, at its input port: after a configuration write, the first beat of the next
-// tensor (the beat after a tlast) waits until the previous tensor has left the path's
-// arithmetic (quantize: quantizer and packer; dequantize: FIFO, unpacker, dequantizer).
-// A tensor whose first beat was accepted before the write keeps the old configuration.
+// tensors, at its input port: after a COMMIT (cfg_commit, the whole configuration at
+// once), the first beat of the next tensor (the beat after a tlast) waits until the
+// previous tensor has left the path's arithmetic (quantize: quantizer and packer;
+// dequantize: FIFO, unpacker, dequantizer), then the path copies every field together.
+// A tensor whose first beat was accepted before the commit keeps the old configuration.
 `default_nettype none
 module mpconv_lane #(
     parameter WORD_W     = 32,
@@ -21,7 +24,7 @@ module mpconv_lane #(
     input  wire               cfg_signed,
     input  wire               cfg_narrow,
     input  wire [31:0]        cfg_count,
-    input  wire               cfg_write,
+    input  wire               cfg_commit,     // one-cycle pulse: cfg_* now hold a new configuration
     // quantize path
     input  wire [FLOAT_W-1:0] s_qin_tdata,
     input  wire               s_qin_tvalid,
@@ -57,7 +60,8 @@ module mpconv_lane #(
     wire [15:0] qz_code;
     wire        pk_ready, pk_valid, pk_last, pk_idle;
     wire [WORD_W-1:0] pk_data;
-    wire        qf_empty;
+    wire        qf_empty, qf_valid, qf_last, qs_ready, qs_empty;
+    wire [WORD_W-1:0] qf_data;
     wire        pk_fifo_ready;
 
     wire q_gate = q_start && q_dirty;
@@ -75,7 +79,7 @@ module mpconv_lane #(
                 q_bits <= cfg_bits; q_scale <= cfg_scale_dec; q_signed <= cfg_signed; q_narrow <= cfg_narrow;
                 q_dirty <= 1'b0;
             end
-            if (cfg_write) q_dirty <= 1'b1;
+            if (cfg_commit) q_dirty <= 1'b1;
         end
     end
 
@@ -97,8 +101,14 @@ module mpconv_lane #(
     mpconv_fifo #(.WIDTH(WORD_W + 1), .DEPTH(FIFO_DEPTH)) u_qfifo (
         .clk(clk), .rst(rst),
         .s_data({pk_last, pk_data}), .s_valid(pk_valid), .s_ready(pk_fifo_ready),
-        .m_data({m_qout_tlast, m_qout_tdata}), .m_valid(m_qout_tvalid), .m_ready(m_qout_tready),
+        .m_data({qf_last, qf_data}), .m_valid(qf_valid), .m_ready(qs_ready),
         .empty(qf_empty));
+
+    mpconv_skid #(.WIDTH(WORD_W + 1)) u_qskid (
+        .clk(clk), .rst(rst),
+        .s_data({qf_last, qf_data}), .s_valid(qf_valid), .s_ready(qs_ready),
+        .m_data({m_qout_tlast, m_qout_tdata}), .m_valid(m_qout_tvalid), .m_ready(m_qout_tready),
+        .empty(qs_empty));
 
     // ================= dequantize path
     reg  [4:0]  d_bits;
@@ -113,6 +123,8 @@ module mpconv_lane #(
     wire        up_valid, up_last, up_at_start;
     wire [15:0] up_code;
     wire        dq_ready, dq_busy, df_in_ready;
+    wire        dq_valid, dq_last, ds_ready, ds_empty;
+    wire [FLOAT_W-1:0] dq_data;
 
     wire d_gate = d_start && d_dirty;
     assign s_din_tready = df_in_ready && !d_gate;
@@ -142,7 +154,7 @@ module mpconv_lane #(
                 d_bits <= cfg_bits; d_scale <= cfg_scale_dec; d_count <= cfg_count; d_signed <= cfg_signed;
                 d_dirty <= 1'b0;
             end
-            if (cfg_write) d_dirty <= 1'b1;
+            if (cfg_commit) d_dirty <= 1'b1;
         end
     end
 
@@ -151,11 +163,17 @@ module mpconv_lane #(
         .cfg_bits(d_bits), .cfg_signed(d_signed), .cfg_scale_dec(d_scale),
         .s_axis_tdata(up_code), .s_axis_tvalid(up_valid), .s_axis_tready(dq_ready),
         .s_axis_tlast(up_last),
-        .m_axis_tdata(m_dout_tdata), .m_axis_tvalid(m_dout_tvalid), .m_axis_tready(m_dout_tready),
-        .m_axis_tlast(m_dout_tlast), .busy(dq_busy));
+        .m_axis_tdata(dq_data), .m_axis_tvalid(dq_valid), .m_axis_tready(ds_ready),
+        .m_axis_tlast(dq_last), .busy(dq_busy));
 
-    assign idle = !qz_busy && pk_idle && !pk_valid && qf_empty
-               && df_empty && up_at_start && !up_valid && !dq_busy;
+    mpconv_skid #(.WIDTH(FLOAT_W + 1)) u_dskid (
+        .clk(clk), .rst(rst),
+        .s_data({dq_last, dq_data}), .s_valid(dq_valid), .s_ready(ds_ready),
+        .m_data({m_dout_tlast, m_dout_tdata}), .m_valid(m_dout_tvalid), .m_ready(m_dout_tready),
+        .empty(ds_empty));
+
+    assign idle = !qz_busy && pk_idle && !pk_valid && qf_empty && qs_empty
+               && df_empty && up_at_start && !up_valid && !dq_busy && ds_empty;
     assign cfg_pending = q_dirty || d_dirty;
     assign nan_seen = qz_valid && pk_ready && qz_nan;
 endmodule

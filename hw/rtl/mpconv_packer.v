@@ -3,7 +3,9 @@
 // Value i of a tensor occupies bits [i*b, i*b+b) of the stream; values may straddle
 // words. The input tlast closes the tensor: the last, partial word is zero-padded and
 // leaves with tlast, so a tensor of n values is exactly ceil(n*b/WORD_W) words.
-// One value per cycle; an input whose tlast leaves two words costs one extra cycle.
+// One value per cycle, across tensor boundaries too: when a tensor's last value leaves two
+// words (it straddles), the second one leaves in the next cycle while the next tensor's
+// first value is already accepted.
 // cfg_bits must stay constant while !idle (mpconv_lane guarantees it).
 `default_nettype none
 module mpconv_packer #(
@@ -33,8 +35,9 @@ module mpconv_packer #(
     reg [WORD_W-1:0] o_data;
 
     wire out_free = !o_valid || m_axis_tready;
-    assign s_axis_tready = out_free && !flush_pend;
+    assign s_axis_tready = out_free;
     assign idle = (cnt == 8'd0) && !flush_pend;
+    wire take = s_axis_tvalid && s_axis_tready;
 
     wire [16:0] pow_b = 17'd1 << cfg_bits;
     wire unused_pow = &{1'b0, pow_b[16]};
@@ -56,13 +59,14 @@ module mpconv_packer #(
         end else begin
             if (out_free) o_valid <= 1'b0;
             if (flush_pend && out_free) begin
+                // the previous tensor's remainder word leaves; the next tensor starts afresh
                 o_valid <= 1'b1;
                 o_data <= acc[WORD_W-1:0];
                 o_last <= 1'b1;
-                acc <= {AW{1'b0}};
-                cnt <= 8'd0;
-                flush_pend <= 1'b0;
-            end else if (s_axis_tvalid && s_axis_tready) begin
+                acc <= take ? {{(AW-16){1'b0}}, val} : {AW{1'b0}};
+                cnt <= take ? {3'd0, cfg_bits} : 8'd0;
+                flush_pend <= take && s_axis_tlast;
+            end else if (take) begin
                 if (full) begin
                     o_valid <= 1'b1;
                     o_data <= merged[WORD_W-1:0];

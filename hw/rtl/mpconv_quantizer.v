@@ -137,15 +137,23 @@ module mpconv_quantizer #(
     end
 
     // ---- stage 5: saturate, apply the sign, keep b bits
-    wire [16:0] pow_b1  = 17'd1 << (cfg_bits - 5'd1);           // 2^(b-1)
-    wire [16:0] pow_b   = 17'd1 << cfg_bits;                    // 2^b
-    wire [16:0] lim_pos = cfg_signed ? pow_b1 - 17'd1 : pow_b - 17'd1;
-    wire [16:0] lim_neg = !cfg_signed ? 17'd0 : (cfg_narrow ? pow_b1 - 17'd1 : pow_b1);
+    // 2^b - 1, 2^(b-1) - 1 and 2^(b-1), decoded one LUT per bit (no shifter, no carry chain)
+    reg  [16:0] ones_b, ones_b1, pow_b1;
+    integer j;
+    always @* begin
+        for (j = 0; j < 17; j = j + 1) begin
+            ones_b[j]  = (cfg_bits > j[4:0]);
+            ones_b1[j] = (cfg_bits > j[4:0] + 5'd1);
+            pow_b1[j]  = (cfg_bits == j[4:0] + 5'd1);
+        end
+    end
+    wire [16:0] lim_pos = cfg_signed ? ones_b1 : ones_b;
+    wire [16:0] lim_neg = !cfg_signed ? 17'd0 : (cfg_narrow ? ones_b1 : pow_b1);
     wire [16:0] lim     = s4_sign ? lim_neg : lim_pos;
     wire        over    = s4_sat | (s4_mag > lim);  // saturation
     wire [16:0] mag_c   = over ? lim : s4_mag;
     wire [16:0] code    = s4_sign ? (17'd0 - mag_c) : mag_c;
-    wire [16:0] mask    = pow_b - 17'd1;
+    wire [16:0] mask    = ones_b;
     wire unused_top = &{1'b0, code[16], mask[16]};
 
     reg        s5_last, s5_nan;

@@ -61,7 +61,7 @@ module mpconv_top #(
 
     wire [4:0]  cfg_bits;
     wire [31:0] cfg_scale, cfg_count;
-    wire        cfg_signed, cfg_narrow, cfg_write;
+    wire        cfg_signed, cfg_narrow, cfg_commit;
     wire [LANES-1:0] lane_idle, lane_pending, lane_frame_err, lane_nan;
 
     // The scale register decoded once for all lanes.
@@ -81,7 +81,7 @@ module mpconv_top #(
         .s_axil_arready(s_axil_arready), .s_axil_rdata(s_axil_rdata), .s_axil_rresp(s_axil_rresp),
         .s_axil_rvalid(s_axil_rvalid), .s_axil_rready(s_axil_rready),
         .cfg_bits(cfg_bits), .cfg_scale(cfg_scale), .cfg_signed(cfg_signed), .cfg_narrow(cfg_narrow),
-        .cfg_count(cfg_count), .cfg_write(cfg_write),
+        .cfg_count(cfg_count), .cfg_commit(cfg_commit),
         .idle(&lane_idle), .cfg_pending(|lane_pending), .frame_err(|lane_frame_err), .nan_seen(|lane_nan),
         .ev_q_in(s_axis_qin_tvalid & s_axis_qin_tready),
         .ev_q_out(m_axis_qout_tvalid & m_axis_qout_tready),
@@ -98,7 +98,7 @@ module mpconv_top #(
             mpconv_lane #(.WORD_W(WORD_W), .FLOAT_W(FLOAT_W), .FIFO_DEPTH(FIFO_DEPTH)) u_lane (
                 .clk(clk), .rst(rst),
                 .cfg_bits(cfg_bits), .cfg_scale_dec(cfg_scale_dec), .cfg_signed(cfg_signed),
-                .cfg_narrow(cfg_narrow), .cfg_count(cfg_count), .cfg_write(cfg_write),
+                .cfg_narrow(cfg_narrow), .cfg_count(cfg_count), .cfg_commit(cfg_commit),
                 .s_qin_tdata(s_axis_qin_tdata[l*FLOAT_W +: FLOAT_W]),
                 .s_qin_tvalid(s_axis_qin_tvalid[l]), .s_qin_tready(s_axis_qin_tready[l]),
                 .s_qin_tlast(s_axis_qin_tlast[l]),

@@ -4,6 +4,7 @@ mpconv_dequantizer.v
 mpconv_packer.v
 mpconv_unpacker.v
 mpconv_fifo.v
+mpconv_skid.v
 mpconv_regs.v
 mpconv_lane.v
 mpconv_top.v

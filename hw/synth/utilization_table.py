@@ -5,6 +5,9 @@ synchronous design has none of); CARRY4; BRAM in RAMB36 units (a RAMB36E1 counts
 RAMB18E1 0.5); DSP = DSP48E1; LUTRAM = distributed-RAM primitives (LUTs used as memory);
 SRL = shift-register LUTs; INV = inverter cells that yosys leaves as separate primitives
 (Vivado folds most of them into neighbouring LUTs, flip-flops or carry chains).
+Timing columns (timing.py; one lane, flat): crit_ns = latest arrival of cell delays only,
+levels = logic levels on that path, fmax_cells_mhz = 1 / crit_ns (an upper bound),
+fmax_est_mhz = with an assumed routing delay per net.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 RESOURCES = ("LUT", "FF", "CARRY4", "BRAM", "DSP", "LUTRAM", "SRL", "INV")
+TIMING = ("crit_ns", "levels", "fmax_cells_mhz", "fmax_est_mhz")
 
 _CLASSES: tuple[tuple[str, re.Pattern, float], ...] = (
     ("LUT", re.compile(r"LUT[1-6]"), 1.0),
@@ -51,6 +55,7 @@ class Row:
     fifo_depth: int
     counts: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    timing: dict[str, float] = field(default_factory=dict)  # TIMING keys, once measured
 
     @property
     def name(self) -> str:
@@ -71,11 +76,18 @@ def _cells(row: Row) -> list[str]:
     return [row.name, str(row.lanes), str(row.word_w), "bf16" if row.bf16 else "fp32",
             str(row.fifo_depth), *(_number(row.counts[r]) for r in RESOURCES[:1]),
             f"{row.lut_per_lane:.0f}", *(_number(row.counts[r]) for r in RESOURCES[1:]),
-            f"{row.seconds:.0f}"]
+            f"{row.seconds:.0f}", *(_timing(row, key) for key in TIMING)]
+
+
+def _timing(row: Row, key: str) -> str:
+    if key not in row.timing:
+        return ""
+    value = row.timing[key]
+    return str(int(value)) if key == "levels" else (f"{value:.2f}" if key == "crit_ns" else f"{value:.0f}")
 
 
 HEADER = ["config", "lanes", "word_w", "float", "fifo_depth", "LUT", "LUT_per_lane",
-          *RESOURCES[1:], "seconds"]
+          *RESOURCES[1:], "seconds", *TIMING]
 
 
 def write_csv(rows: list[Row], path: Path) -> None:

@@ -12,6 +12,10 @@ and 16 lanes cost little more time than one; --flatten optimizes across module b
 (closer to Vivado's default, slower). Results go to hw/synth/results/yosys/: the tables and,
 per configuration, the yosys script, log, `stat -json` output and a per-module breakdown.
 The tables are rewritten after every configuration, so an interrupted run keeps what it did.
+
+Timing (timing.py): per word width and float format, one lane is synthesized flat and
+yosys `sta` gives the critical path (cell delays), its logic levels and an estimated
+maximum frequency, added to every row of that configuration (--no-timing skips it).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
+from timing import NET_NS, Timing, TimingError, parse_sta, timing_script
 from utilization_table import Row, markdown, resources, write_csv, write_markdown
 from yosys_stat import DesignStat, StatError, read_stat_json, short_label
 
@@ -106,6 +111,32 @@ def synthesize(row: Row, sources: list[Path], top: str, out: Path, flatten: bool
     return stat
 
 
+def timing_of(word_w: int, bf16: bool, fifo_depth: int, sources: list[Path], top: str, out: Path,
+              verbose: bool) -> Timing:
+    """yosys sta of one flat lane (LANES=1) of a word width and float format."""
+    name = f"timing_W{word_w}_{'bf16' if bf16 else 'fp32'}"
+    work = out / name
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "sta.txt").unlink(missing_ok=True)
+    params = {"LANES": 1, "WORD_W": word_w, "BF16": int(bf16), "FIFO_DEPTH": fifo_depth}
+    (work / "timing.ys").write_text(timing_script(sources, top, params))
+    command = ["yosys", "-q", "-l", "yosys.log", "-s", "timing.ys"]
+    if verbose:
+        print(f"[{name}] cd {work} && {' '.join(command)}", file=sys.stderr)
+    done = subprocess.run(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    if done.returncode != 0:
+        raise FlowError(f"{name}: yosys failed (exit {done.returncode}): {_last_error(work / 'yosys.log')}; "
+                        f"full log: {work / 'yosys.log'}")
+    try:
+        return parse_sta((work / "sta.txt").read_text(), str(work / "sta.txt"))
+    except (OSError, TimingError) as exc:
+        raise FlowError(f"{name}: no timing result ({exc})") from None
+
+
+def _timing_key(row: Row) -> tuple[int, bool]:
+    return row.word_w, row.bf16
+
+
 def module_breakdown(stat: DesignStat, name: str) -> str:
     """Markdown table of every module: instances, its own and its subtree's resources."""
     header = ["module", "instances", "LUT (own)", "LUT (subtree)", "FF (subtree)",
@@ -139,40 +170,59 @@ def _say(bar, text: str) -> None:
 
 
 def run_matrix(rows: list[Row], sources: list[Path], top: str, out: Path, jobs: int,
-               flatten: bool, abc9: bool, verbose: bool) -> tuple[list[Row], list[str]]:
-    """Synthesize every row (at most `jobs` at once); tables are rewritten after each one."""
+               flatten: bool, abc9: bool, verbose: bool,
+               timing: bool = True) -> tuple[list[Row], list[str], dict]:
+    """Synthesize every row (at most `jobs` at once), and time each word width x float format
+    once; tables are rewritten after each result. Returns (rows done, failures, timings)."""
     out.mkdir(parents=True, exist_ok=True)
     order = {row.name: index for index, row in enumerate(rows)}
     done: list[Row] = []
     failures: list[str] = []
+    timings: dict[tuple[int, bool], Timing] = {}
+    keys = sorted({_timing_key(row) for row in rows}) if timing else []
     title = (f"yosys {'flat' if flatten else 'hierarchical'} synth_xilinx"
              f"{' -abc9' if abc9 else ''} of {top}, Xilinx 7-series cells")
-    bar = _progress(len(rows))
-    _say(bar, f"synthesizing {len(rows)} configuration(s) with yosys, {jobs} at a time; "
-              f"logs in {out}")
+    bar = _progress(len(rows) + len(keys))
+    _say(bar, f"synthesizing {len(rows)} configuration(s) and timing {len(keys)} with yosys, "
+              f"{jobs} at a time; logs in {out}")
+
+    def tables() -> None:
+        for row in done:
+            t = timings.get(_timing_key(row))
+            if t is not None:
+                row.timing = {"crit_ns": t.crit_ns, "levels": t.levels, "fmax_cells_mhz": t.fmax_cells_mhz,
+                              "fmax_est_mhz": t.fmax_est_mhz}
+        write_csv(done, out / "utilization.csv")
+        write_markdown(done, out / "utilization.md", title)
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(synthesize, row, sources, top, out, flatten, abc9, verbose): row
-                   for row in rows}
+        futures = {pool.submit(timing_of, w, bf16, rows[0].fifo_depth, sources, top, out, verbose): ("timing", (w, bf16))
+                   for w, bf16 in keys}
+        futures.update({pool.submit(synthesize, row, sources, top, out, flatten, abc9, verbose): ("synth", row)
+                        for row in rows})
         for future in as_completed(futures):
-            row = futures[future]
+            kind, what = futures[future]
             try:
-                future.result()
+                result = future.result()
             except (FlowError, StatError) as exc:
                 failures.append(str(exc))
-                _say(bar, f"{row.name}: FAILED ({exc})")
+                _say(bar, f"{what.name if kind == 'synth' else what}: FAILED ({exc})")
             else:
-                done.append(row)
-                done.sort(key=lambda r: order[r.name])
-                write_csv(done, out / "utilization.csv")
-                write_markdown(done, out / "utilization.md", title)
-                _say(bar, f"{row.name}: LUT {row.counts['LUT']:.0f}, FF {row.counts['FF']:.0f}, "
-                          f"BRAM {row.counts['BRAM']:g}, DSP {row.counts['DSP']:.0f} "
-                          f"({row.seconds:.0f} s)")
+                if kind == "synth":
+                    done.append(what)
+                    done.sort(key=lambda r: order[r.name])
+                    _say(bar, f"{what.name}: LUT {what.counts['LUT']:.0f}, FF {what.counts['FF']:.0f}, "
+                              f"BRAM {what.counts['BRAM']:g}, DSP {what.counts['DSP']:.0f} "
+                              f"({what.seconds:.0f} s)")
+                else:
+                    timings[what] = result
+                    _say(bar, f"timing W={what[0]} {'bf16' if what[1] else 'fp32'}: {result.summary()}")
+                tables()
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-    return done, failures
+    return done, failures, timings
 
 
 def _positive(text: str) -> int:
@@ -212,6 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="flatten before synthesis (cross-module optimization, slower)")
     parser.add_argument("--abc9", action="store_true",
                         help="use yosys' ABC9 LUT mapping (experimental in yosys 0.23)")
+    parser.add_argument("--no-timing", action="store_true",
+                        help="skip the critical-path estimate (yosys sta of one flat lane)")
     parser.add_argument("--verbose", action="store_true", help="print the yosys commands")
     return parser
 
@@ -225,8 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [Row(lanes, word_w, fmt == "bf16", args.fifo_depth) for word_w, fmt, lanes
                 in itertools.product(args.word_width, args.float, args.lanes)]
         rows = list({row.name: row for row in rows}.values())  # repeated values once
-        done, failures = run_matrix(rows, sources, args.top, args.out.resolve(), args.jobs,
-                                    args.flatten, args.abc9, args.verbose)
+        done, failures, timings = run_matrix(rows, sources, args.top, args.out.resolve(), args.jobs,
+                                             args.flatten, args.abc9, args.verbose, not args.no_timing)
     except FlowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -238,6 +290,10 @@ def main(argv: list[str] | None = None) -> int:
                 verdict = "meets" if row.lut_per_lane <= LUT_PER_LANE_TARGET else "exceeds"
                 print(f"{row.name}: {row.lut_per_lane:.0f} LUTs per lane ({verdict} the "
                       f"target of <= {LUT_PER_LANE_TARGET})")
+        for (word_w, bf16), t in sorted(timings.items()):
+            print(f"critical path W={word_w} {'bf16' if bf16 else 'fp32'} (one lane, flat, yosys sta): "
+                  f"{t.summary()}; from {t.startpoint}; fmax <= {t.fmax_cells_mhz:.0f} MHz (cells only), "
+                  f"~{t.fmax_est_mhz:.0f} MHz with {t.net_hops} nets at {NET_NS} ns")
         print(f"tables: {args.out / 'utilization.csv'}, {args.out / 'utilization.md'}")
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)

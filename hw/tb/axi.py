@@ -9,6 +9,9 @@ lane its own view and merges writes from several lanes in the same time step.
 Timing convention (the same on Icarus and Verilator): inputs change just after a rising
 edge, handshakes are sampled at the falling edge before the rising edge where they take
 effect, so no reader depends on the order of events inside one time step.
+
+Every wait for the DUT is bounded (watchdog.py): a stalled port fails the test with a
+message naming the port instead of hanging the simulation.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import dataclass, field
 import cocotb
 from cocotb.triggers import Event, FallingEdge, RisingEdge
 from cocotb.utils import get_sim_time
+
+from watchdog import Stall, wait_until
 
 
 class LaneSignal:
@@ -120,12 +125,17 @@ class AxisPorts:
 
 
 class AxisSource:
-    """Drives frames into a slave AXI4-Stream port, inserting tvalid bubbles."""
+    """Drives frames into a slave AXI4-Stream port, inserting tvalid bubbles.
 
-    def __init__(self, clk, ports: AxisPorts, throttle: Throttle | None = None) -> None:
+    Each beat waits at most `stall_cycles` (default: the watchdog bound) for tready.
+    """
+
+    def __init__(self, clk, ports: AxisPorts, throttle: Throttle | None = None,
+                 stall_cycles: int | None = None) -> None:
         self.clk = clk
         self.ports = ports
         self.throttle = throttle or Throttle("none")
+        self.stall_cycles = stall_cycles
         ports.tvalid.write(0)
         if ports.tlast is not None:
             ports.tlast.write(0)
@@ -148,10 +158,9 @@ class AxisSource:
             if p.tlast is not None:
                 p.tlast.write(1 if last and i == n - 1 else 0)
             p.tvalid.write(1)
-            await FallingEdge(self.clk)
-            while not p.tready.is_high():
-                await FallingEdge(self.clk)
-            await RisingEdge(self.clk)
+            await wait_until(self.clk, p.tready.is_high,
+                             f"tready on {p.tready.handle._name}[lane {p.tready.lane}] for beat {i} of {n}",
+                             self.stall_cycles)
             if i == 0 and started is not None:
                 started.set()
         p.tvalid.write(0)
@@ -190,19 +199,28 @@ class AxisSink:
 
 @dataclass
 class Frame:
-    """One tlast-delimited frame seen by a monitor, with the sim times of its first and last beats."""
+    """One tlast-delimited frame seen by a monitor: its beats and how they were observed.
+
+    first_ns/last_ns: sim times of the first and last beat. bubbles: cycles between the
+    first and last beat with tvalid low. stalls: cycles with tvalid high and tready low
+    since the previous frame ended. gap: cycles from the previous frame's last beat to this
+    frame's first beat (1 = back to back; 0 for the first frame).
+    """
 
     data: list[int]
     first_ns: float
     last_ns: float
+    bubbles: int = 0
+    stalls: int = 0
+    gap: int = 0
 
 
 @dataclass
 class AxisMonitor:
     """Passively records handshakes on one AXI4-Stream port, grouped into frames by tlast.
 
-    Also counts cycles with tvalid high and tready low (stalls). `callback(frame)` is
-    called for each completed frame; frames also queue up in `frames`.
+    Also counts cycles with tvalid high and tready low (stalls), in total and per frame.
+    `callback(frame)` is called for each completed frame; frames also queue up in `frames`.
     """
 
     clk: object
@@ -215,16 +233,24 @@ class AxisMonitor:
     def __post_init__(self) -> None:
         self._current: list[int] = []
         self._first_ns = 0.0
+        self._cycle = 0
+        self._last_beat_cycle: int | None = None
+        self._first_cycle = 0
+        self._bubbles = self._stalls = 0
         self._task = cocotb.start_soon(self._run())
 
     async def _run(self) -> None:
         p = self.ports
         while True:
             await FallingEdge(self.clk)
+            self._cycle += 1
             if not p.tvalid.is_high():
+                if self._current:
+                    self._bubbles += 1
                 continue
             if not p.tready.is_high():
                 self.stalls += 1
+                self._stalls += 1
                 continue
             data = p.tdata.read()
             if data is None:
@@ -232,11 +258,15 @@ class AxisMonitor:
             now = get_sim_time("ns")
             if not self._current:
                 self._first_ns = now
+                self._first_cycle = self._cycle
             self._current.append(data)
             self.beats += 1
             if p.tlast is None or p.tlast.is_high():
-                frame = Frame(self._current, self._first_ns, now)
+                gap = 0 if self._last_beat_cycle is None else self._first_cycle - self._last_beat_cycle
+                frame = Frame(self._current, self._first_ns, now, self._bubbles, self._stalls, gap)
                 self._current = []
+                self._bubbles = self._stalls = 0
+                self._last_beat_cycle = self._cycle
                 self.frames.append(frame)
                 if self.callback is not None:
                     self.callback(frame)
@@ -248,12 +278,16 @@ class AxisMonitor:
 
 
 class AxiLiteMaster:
-    """AXI4-Lite master for ports named <prefix>_awaddr, _wdata, ... (no prot signals)."""
+    """AXI4-Lite master for ports named <prefix>_awaddr, _wdata, ... (no prot signals).
+
+    Each handshake waits at most `handshake_cycles` for the slave.
+    """
 
     OKAY, SLVERR = 0, 2
 
-    def __init__(self, clk, dut, prefix: str = "s_axil") -> None:
+    def __init__(self, clk, dut, prefix: str = "s_axil", handshake_cycles: int = 1000) -> None:
         self.clk = clk
+        self.handshake_cycles = handshake_cycles
         s = lambda name: getattr(dut, f"{prefix}_{name}")  # noqa: E731
         self.awaddr, self.awvalid, self.awready = s("awaddr"), s("awvalid"), s("awready")
         self.wdata, self.wstrb, self.wvalid, self.wready = s("wdata"), s("wstrb"), s("wvalid"), s("wready")
@@ -269,9 +303,15 @@ class AxiLiteMaster:
         self._busy = False
 
     async def _acquire(self) -> None:
-        while self._busy:
-            await RisingEdge(self.clk)
+        if self._busy:  # another coroutine's access must end first
+            await wait_until(self.clk, lambda: not self._busy, "the previous AXI4-Lite access to end",
+                             100 * self.handshake_cycles, align=True)
         self._busy = True
+
+    async def _handshake(self, signal, what: str) -> None:
+        """Wait (sampling at falling edges) for signal high; stay before the rising edge."""
+        await wait_until(self.clk, lambda: bool(int(signal.value)), f"AXI4-Lite {what}",
+                         self.handshake_cycles, align=False)
 
     async def write(self, addr: int, data: int, strb: int = 0xF) -> int:
         """Write one register; returns BRESP (0 OKAY, 2 SLVERR)."""
@@ -284,7 +324,7 @@ class AxiLiteMaster:
             self.wvalid.value = 1
             self.bready.value = 1
             aw_done = w_done = False
-            while not (aw_done and w_done):
+            for _ in range(self.handshake_cycles):
                 await FallingEdge(self.clk)
                 aw_now = not aw_done and bool(int(self.awready.value))
                 w_now = not w_done and bool(int(self.wready.value))
@@ -295,10 +335,12 @@ class AxiLiteMaster:
                 if w_now:
                     w_done = True
                     self.wvalid.value = 0
-            while True:
-                await FallingEdge(self.clk)
-                if int(self.bvalid.value):
+                if aw_done and w_done:
                     break
+            else:
+                raise Stall(f"watchdog: AXI4-Lite awready/wready for a write to 0x{addr:02x} did not happen "
+                            f"within {self.handshake_cycles} clock cycles (DUT stalled?)")
+            await self._handshake(self.bvalid, f"bvalid after a write to 0x{addr:02x}")
             resp = int(self.bresp.value)
             await RisingEdge(self.clk)
             self.bready.value = 0
@@ -313,16 +355,10 @@ class AxiLiteMaster:
             self.araddr.value = addr
             self.arvalid.value = 1
             self.rready.value = 1
-            while True:
-                await FallingEdge(self.clk)
-                if int(self.arready.value):
-                    break
+            await self._handshake(self.arready, f"arready for a read of 0x{addr:02x}")
             await RisingEdge(self.clk)
             self.arvalid.value = 0
-            while True:
-                await FallingEdge(self.clk)
-                if int(self.rvalid.value):
-                    break
+            await self._handshake(self.rvalid, f"rvalid for a read of 0x{addr:02x}")
             data, resp = int(self.rdata.value), int(self.rresp.value)
             await RisingEdge(self.clk)
             self.rready.value = 0

@@ -1,7 +1,13 @@
-"""Functional coverage: bit width x word width x value class x back-pressure pattern.
+"""Functional coverage from what the monitors saw: bins, goals and the report.
 
-Each simulation samples into COVERAGE and dumps its bins to $MPCONV_COVERAGE_OUT (JSON).
-regression.py merges the files of all simulations, prints the report and checks the goals.
+A bin is (unit, bit width, word width, stall pattern, label), counted in tensors. Every
+sample comes from an observed tensor: the configuration it was converted with, its input
+frame and its output frame as the AXI4-Stream monitors recorded them. The labels are
+computed from the observed values (classify.py) and the stall pattern from the observed
+handshakes, so a goal fails when the DUT never saw a class, whatever a generator intended.
+
+Each simulation dumps its bins to $MPCONV_COVERAGE_OUT (JSON); regression.py merges the
+files of all simulations, prints the report and fails when a goal bin is missed.
 """
 
 from __future__ import annotations
@@ -13,19 +19,42 @@ from pathlib import Path
 
 WORD_WIDTHS = (16, 32, 64)
 BP_LABELS = ("none", "bubbles", "backpressure", "both")
-# Units whose every (bits, signed) x word width must be hit under back-pressure.
+# Units whose every (bits, signed) x word width must be seen under stalls.
 WORD_UNITS = ("top.quant", "top.dequant", "packer", "unpacker")
+QUANT_UNITS = ("quantizer", "top.quant")
+DEQUANT_UNITS = ("dequantizer", "top.dequant")
+STREAM_GOALS = ("single", "exact_fill", "padded", "straddle", "last_straddles", "back_to_back",
+                "b2b_after_straddle")
+# Classes that must be seen at every bit width, on any of the units.
+WIDTH_GOALS = (
+    (QUANT_UNITS, ("inrange", "tiny", "zero", "sat_hi", "sat_lo", "edge_hi", "edge_lo", "int_tie_down",
+                   "int_tie_up", "p_tie_down", "p_tie_up", "subnormal_coded")),
+    (DEQUANT_UNITS, ("q_zero", "q_min", "q_max", "r_normal", "r_zero", "r_sub_deep", "r_sub_shallow",
+                     "r_overflow", "r_overflow_edge")),
+)
+SIGNED_ONLY = ("edge_lo", "q_min")  # unsigned min_bound is 0: the zero classes cover it
+# (class, width): why no value of the class exists at that width.
+IMPOSSIBLE = {
+    ("inrange", "u1"): "codes 0..1: both are the range's edges (edge_lo does not apply, edge_hi is 1)",
+    ("int_tie_up", "u1"): "codes 0..1: the only odd k is 1, and 1 and 2 both give code 1",
+    ("p_tie_up", "u1"): "codes 0..1: rounding up to 1.5 gives 2, clamped to 1 like its neighbour",
+}
+SCALE_GOALS = ("scale_zero", "scale_negzero", "scale_neg", "scale_inf", "scale_nan", "scale_subnormal",
+               "scale_huge", "scale_typical")
+# Classes each unit must see at least once (any width); stream classes per word width.
+UNIT_GOALS = {
+    "quantizer": ("nan", "inf", "subnormal_x", *SCALE_GOALS),
+    "dequantizer": ("junk", "r_nan", "r_inf", "r_subnormal", *SCALE_GOALS),
+    "top.quant": ("nan", "inf", "p_tie_up", "p_tie_down"),
+    "top.dequant": ("r_nan", "r_sub_deep", "r_sub_shallow"),
+    "packer": ("junk",),
+}
+STREAM_UNITS = WORD_UNITS
 
 
-def bp_label(src: str, sink: str) -> str:
-    """Back-pressure pattern class of a tensor: input bubbles, output back-pressure, both, none."""
-    if src == "none" and sink == "none":
-        return "none"
-    if sink == "none":
-        return "bubbles"
-    if src == "none":
-        return "backpressure"
-    return "both"
+def bp_label(bubbles: bool, backpressure: bool) -> str:
+    """Stall pattern of a tensor: input bubbles, output back-pressure, both, none."""
+    return ("both" if backpressure else "bubbles") if bubbles else ("backpressure" if backpressure else "none")
 
 
 def width_key(bits: int, signed: bool) -> str:
@@ -37,14 +66,14 @@ def all_width_keys() -> list[str]:
 
 
 class Coverage:
-    """Counts of (unit, width, word_w, bp, value class) bins."""
+    """Counts of (unit, width, word_w, stall pattern, label) bins, in tensors."""
 
     def __init__(self) -> None:
         self.bins: Counter = Counter()
 
-    def sample(self, unit: str, bits: int, signed: bool, word_w: int, bp: str, classes) -> None:
-        for cls in set(classes):
-            self.bins[(unit, width_key(bits, signed), word_w, bp, cls)] += 1
+    def sample(self, unit: str, bits: int, signed: bool, word_w: int, bp: str, labels) -> None:
+        for label in {"tensor", *labels}:
+            self.bins[(unit, width_key(bits, signed), word_w, bp, label)] += 1
 
     def dump(self, path: str | None = None) -> None:
         path = path or os.environ.get("MPCONV_COVERAGE_OUT")
@@ -62,66 +91,84 @@ class Coverage:
                     cov.bins[tuple(key)] += count
         return cov
 
-    def _hit(self, unit: str, wkey: str, word_w: int | None = None, bp_any: bool = False,
-             cls: str | None = None) -> int:
-        return sum(v for (u, w, ww, bp, c), v in self.bins.items()
-                   if u == unit and w == wkey and (word_w is None or ww == word_w)
-                   and (not bp_any or bp != "none") and (cls is None or c == cls))
+    def hits(self, unit: str | tuple | None = None, wkey: str | None = None, word_w: int | None = None,
+             stalled: bool = False, label: str | None = None, bp: str | None = None) -> int:
+        """Tensors in the bins that match every given field (None: any)."""
+        units = (unit,) if isinstance(unit, str) else unit
+        return sum(v for (u, w, ww, b, c), v in self.bins.items()
+                   if (units is None or u in units) and (wkey is None or w == wkey)
+                   and (word_w is None or ww == word_w) and (not stalled or b != "none")
+                   and (bp is None or b == bp) and (label is None or c == label))
 
     def units(self) -> list[str]:
         return sorted({k[0] for k in self.bins})
 
+    def word_widths(self, unit: str) -> list[int]:
+        return sorted({k[2] for k in self.bins if k[0] == unit})
+
+    # ------------------------------------------------------------------ goals
+    def missing(self) -> list[str]:
+        """Goal bins not hit (only for the units present in the samples)."""
+        miss: list[str] = []
+        present = set(self.units())
+        for unit in WORD_UNITS:
+            if unit not in present:
+                continue
+            for w in WORD_WIDTHS:
+                for wk in all_width_keys():
+                    if not self.hits(unit, wk, w, stalled=True):
+                        miss.append(f"{unit} {wk} W={w} under stalls")
+                for label in STREAM_GOALS:
+                    if not self.hits(unit, word_w=w, label=label):
+                        miss.append(f"{unit} W={w} tensor {label}")
+                for bp in BP_LABELS:
+                    if not self.hits(unit, word_w=w, bp=bp):
+                        miss.append(f"{unit} W={w} stall pattern {bp}")
+        for units, labels in WIDTH_GOALS:
+            if not present & set(units):
+                continue
+            for wk in all_width_keys():
+                for label in labels:
+                    if (label, wk) in IMPOSSIBLE or (label in SIGNED_ONLY and wk.startswith("u")):
+                        continue
+                    if not self.hits(units, wk, label=label):
+                        miss.append(f"{'/'.join(units)} {wk} value class {label}")
+        for unit, labels in UNIT_GOALS.items():
+            if unit in present:
+                miss += [f"{unit} class {label}" for label in labels if not self.hits(unit, label=label)]
+        return miss
+
+    # ------------------------------------------------------------------ report
     def _grid(self, title: str, rows: list[tuple[str, dict]], keys: list[str]) -> list[str]:
-        out = [title, "  " + " " * 10 + "".join(f"{k:>4}" for k in keys)]
+        out = [title, "  " + " " * 16 + "".join(f"{k:>4}" for k in keys)]
         for label, counts in rows:
-            out.append(f"  {label:<10}" + "".join(f"{min(counts.get(k, 0), 999):>4}" for k in keys))
+            out.append(f"  {label:<16}" + "".join(f"{min(counts.get(k, 0), 999):>4}" for k in keys))
         return out
 
     def report(self) -> str:
-        """Readable tables of what was hit: tensors per bin, capped at 999."""
+        """Readable tables of what was observed: tensors per bin, capped at 999."""
         out: list[str] = []
-        units = self.units()
-        keys = all_width_keys()
-        for unit in [u for u in WORD_UNITS if u in units]:
-            rows = [(f"W={w}", {k: self._hit(unit, k, w, bp_any=True) for k in keys}) for w in WORD_WIDTHS]
-            hit = sum(1 for _, c in rows for k in keys if c[k])
-            out += self._grid(f"\n[{unit}] bit width x word width under back-pressure: "
-                              f"{hit}/{len(rows) * len(keys)} bins hit", rows, keys)
-        for unit in units:
-            classes = sorted({k[4] for k in self.bins if k[0] == unit})
-            if classes == ["any"]:
-                continue
-            rows = [(c[:10], {k: self._hit(unit, k, cls=c) for k in keys}) for c in classes]
-            out += self._grid(f"\n[{unit}] bit width x value class", rows, keys)
-        out.append("\n[full cross] bit width x word width x value class x back-pressure pattern")
-        for unit in units:
-            cells = {(w, ww, c, bp) for (u, w, ww, bp, c) in self.bins if u == unit}
-            wws = sorted({k[1] for k in cells})
-            classes = sorted({k[2] for k in cells})
-            total = len(keys) * len(wws) * len(classes) * len(BP_LABELS)
-            bps = "  ".join(f"{bp}={sum(v for k, v in self.bins.items() if k[0] == unit and k[3] == bp)}"
-                            for bp in BP_LABELS)
-            out.append(f"  {unit:<12} {len(cells):>5}/{total:<5} bins hit   samples: {bps}")
-        return "\n".join(out)
-
-    def missing(self, units_with_words=WORD_UNITS, class_units=("quantizer", "top.quant"),
-                classes=None) -> list[str]:
-        """Goal bins not hit: every width x word width under back-pressure, every value class."""
-        miss: list[str] = []
         present = self.units()
-        for unit in units_with_words:
-            if unit not in present:
+        keys = all_width_keys()
+        for unit in [u for u in WORD_UNITS if u in present]:
+            rows = [(f"W={w}", {k: self.hits(unit, k, w, stalled=True) for k in keys}) for w in WORD_WIDTHS]
+            hit = sum(1 for _, c in rows for k in keys if c[k])
+            out += self._grid(f"\n[{unit}] bit width x word width, tensors seen under stalls: "
+                              f"{hit}/{len(rows) * len(keys)} bins hit", rows, keys)
+        for units, labels in WIDTH_GOALS:
+            if not set(units) & set(present):
                 continue
-            for wk in all_width_keys():
-                for w in WORD_WIDTHS:
-                    if not self._hit(unit, wk, w, bp_any=True):
-                        miss.append(f"{unit} {wk} W={w} under back-pressure")
-        if classes:
-            for wk in all_width_keys():
-                for c in classes:
-                    if not any(self._hit(u, wk, cls=c) for u in class_units if u in present):
-                        miss.append(f"value class {c} at {wk}")
-        return miss
+            rows = [(label, {k: self.hits(units, k, label=label) for k in keys}) for label in labels]
+            out += self._grid(f"\n[{' + '.join(units)}] bit width x observed value class (tensors)", rows, keys)
+        out.append("\n[per unit] observed classes (tensors), stall patterns per word width")
+        for unit in present:
+            labels = sorted({k[4] for k in self.bins if k[0] == unit} - {"tensor"})
+            text = ", ".join(f"{label}={self.hits(unit, label=label)}" for label in labels)
+            out.append(f"  {unit:<12} {text}")
+            for w in self.word_widths(unit):
+                bps = "  ".join(f"{bp}={self.hits(unit, word_w=w, bp=bp, label='tensor')}" for bp in BP_LABELS)
+                out.append(f"  {'':<12} {f'W={w}' if w else 'stalls'}: {bps}")
+        return "\n".join(out)
 
 
 COVERAGE = Coverage()

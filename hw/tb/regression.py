@@ -1,7 +1,7 @@
 """Build and run the converter's cocotb + pyuvm verification.
 
     python hw/tb/regression.py sim      [--sim icarus|verilator] [--suite reduced|full] [--seed N] [--only TEXT]
-    python hw/tb/regression.py mutants  [--sim ...]    each RTL mutant must make the suite fail
+    python hw/tb/regression.py mutants  [--sim ...]    each RTL mutant must make the suite fail (or be equivalent)
     python hw/tb/regression.py bench                   values/cycle per lane and simulated values/s
     python hw/tb/regression.py lint                    verilator --lint-only -Wall on every configuration
 
@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,7 @@ def all_builds() -> list[Build]:
     for w in (16, 32, 64):
         builds.append(Build(f"packer_w{w}", "mpconv_packer", "test_blocks", ("PackerTest",), {"WORD_W": w}))
         builds.append(Build(f"unpacker_w{w}", "mpconv_unpacker", "test_blocks", ("UnpackerTest",), {"WORD_W": w}))
-    top_tests = ("RegisterTest", "FramingTest", "TopTest")
+    top_tests = ("RegisterTest", "FramingTest", "ConfigRaceTest", "TopTest")
     builds += [
         Build("top_w16_x2_fifo8", "mpconv_top", "test_top", top_tests,
               {"LANES": 2, "WORD_W": 16, "BF16": 0, "FIFO_DEPTH": 8}),
@@ -163,6 +164,12 @@ def run_build(build: Build, sim: str, suite: str, seed: int, rtl_dir: Path, work
     return Result(build, failed == 0 and n > 0, n, failed, time.time() - start, log)
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the simulators it ran (user + system)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def select(builds: list[Build], only: str | None) -> list[Build]:
     if not only:
         return builds
@@ -213,13 +220,12 @@ def run_suite(sim: str, suite: str, seed: int, only: str | None = None, jobs: in
 
 def coverage_report(results: list[Result], work: Path, sim: str) -> list[str]:
     from functional_coverage import Coverage
-    from stimulus import VALUE_CLASSES
 
     files = [work / sim / r.build.name / "coverage.json" for r in results]
     cov = Coverage.merged(files)
-    print("\n==== functional coverage (tensors per bin) ====")
+    print("\n==== functional coverage, observed on the DUT's ports (tensors per bin) ====")
     print(cov.report())
-    missing = cov.missing(classes=VALUE_CLASSES)
+    missing = cov.missing()
     print(f"\ncoverage goals: {'all hit' if not missing else f'{len(missing)} bins missed'}")
     for m in missing[:20]:
         print(f"  missed: {m}")
@@ -241,81 +247,126 @@ def cmd_sim(args) -> int:
     for r in failed:
         print(f"\n---- {r.build.name}: end of {r.log} ----\n{tail(r.log)}")
     missing = coverage_report(results, work, args.sim) if not args.only else []
-    print(f"\n{len(results) - len(failed)}/{len(results)} builds passed in {time.time() - t0:.0f} s")
+    print(f"\n{len(results) - len(failed)}/{len(results)} builds passed in {time.time() - t0:.0f} s "
+          f"(CPU {cpu_seconds():.0f} s)")
     return 1 if failed or missing else 0
 
 
 # --------------------------------------------------------------------------- mutants
-@dataclass(frozen=True)
-class Mutant:
-    name: str
-    file: str
-    original: str
-    mutated: str
-    builds: str | None = None  # run only these builds of the suite (regression.py --only syntax)
+@dataclass
+class MutantOutcome:
+    mutant: "Mutant"
+    failing: Result | None  # the first build that failed, None if every build passed
+    seconds: float
+    builds_run: int
 
+    @property
+    def killed(self) -> bool:
+        return self.failing is not None
 
-MUTANTS = (
-    Mutant("rounding: half away from zero instead of half to even", "mpconv_quantizer.v",
-           "wire rnd_int = half & (sticky | int_part[0]);", "wire rnd_int = half;"),
-    Mutant("saturation: out-of-range values wrap instead of clamping", "mpconv_quantizer.v",
-           "wire        over    = s4_sat | (s4_mag > lim);", "wire        over    = s4_sat;"),
-    Mutant("packer off by one: a word is emitted one bit early", "mpconv_packer.v",
-           "wire          full   = c2 >= W8;", "wire          full   = c2 >= W8 - 8'd1;"),
-    Mutant("lane: a new configuration reaches the quantizer before the old tensor drained", "mpconv_lane.v",
-           "if (q_gate && !qz_busy && pk_idle) begin", "if (q_gate) begin", builds="top"),
-)
+    @property
+    def as_documented(self) -> bool:
+        """Killed, or survived and documented as equivalent."""
+        return self.killed != bool(self.mutant.equivalent)
 
 
 def first_failure(result: Result) -> str:
-    """The first assertion message of a failing build, to show why it failed."""
+    """The first assertion or watchdog message of a failing build, to show why it failed."""
     try:
         lines = result.log.read_text(errors="replace").splitlines()
-        for key in ("AssertionError:", "Error:"):
+        for key in ("Stall: ", "AssertionError: ", "Error: ", "error: ", "watchdog: "):
             for line in lines:
-                if key in line:
+                if key in line and "raise " not in line:
                     return line.strip()[:240]
     except OSError:
         pass
     return result.note or "(no assertion message found)"
 
 
-def check_mutants(sim: str = "icarus", seed: int = 1, only: str | None = None,
-                  report=print) -> list[tuple[Mutant, Result | None]]:
-    """Run the reduced suite on each mutant; returns (mutant, first failing result or None)."""
+def ordered(builds: list[Build], first: str) -> list[Build]:
+    """The builds whose names contain one of the comma-separated keys first, then the others."""
+    keys = [k.strip() for k in first.split(",") if k.strip()]
+    head: list[Build] = []
+    for k in keys:
+        head += [b for b in builds if k in b.name and b not in head]
+    return head + [b for b in builds if b not in head]
+
+
+def run_mutant(m: "Mutant", sim: str, seed: int, wall_limit_s: float = 300) -> MutantOutcome:
+    """The reduced suite on one mutant, most likely builds first, stopping at the first failure."""
+    t0 = time.time()
+    with tempfile.TemporaryDirectory(prefix="mpconv_mutant_") as tmp:
+        rtl = Path(tmp) / "rtl"
+        shutil.copytree(RTL_DIR, rtl)
+        m.apply(rtl)
+        env = {"MPCONV_WALL_LIMIT_S": str(wall_limit_s)}
+        n = 0
+        for b in ordered(all_builds(), m.first):
+            n += 1
+            r = run_build(b, sim, "reduced", seed, rtl, Path(tmp) / "build", env, quiet_runner=True)
+            if not r.ok:
+                r.note = first_failure(r)  # the log lives in the temporary folder
+                return MutantOutcome(m, r, time.time() - t0, n)
+    return MutantOutcome(m, None, time.time() - t0, n)
+
+
+def check_mutants(sim: str = "icarus", seed: int = 1, names: list[str] | None = None, jobs: int = 2,
+                  report=print) -> list[MutantOutcome]:
+    """Run every mutant (or the named ones), `jobs` at a time; report one line each as they end."""
+    from mutants import MUTANTS, by_name
+
     sys.path.insert(0, str(TB_DIR))
-    outcome = []
-    for m in MUTANTS:
-        with tempfile.TemporaryDirectory(prefix="mpconv_mutant_") as tmp:
-            rtl = Path(tmp) / "rtl"
-            shutil.copytree(RTL_DIR, rtl)
-            target = rtl / m.file
-            text = target.read_text()
-            if text.count(m.original) != 1:
-                raise ValueError(f"mutant '{m.name}': its original text is not found exactly once in {m.file}")
-            target.write_text(text.replace(m.original, m.mutated))
-            t0 = time.time()
-            results = run_suite(sim, "reduced", seed, only or m.builds, rtl_dir=rtl, work=Path(tmp) / "build",
-                                fail_fast=True, quiet=True)
-            failing = [r for r in results if not r.ok]
-            status = "caught" if failing else "SURVIVED"
-            where = f"by {failing[0].build.name}" if failing else "every build passed"
-            report(f"  {status:<8} {m.name} ({where}, {time.time() - t0:.0f} s)")
-            if failing:
-                report(f"           {first_failure(failing[0])}")
-            outcome.append((m, failing[0] if failing else None))
-    return outcome
+    if sim == "verilator":
+        setup_verilator()
+    chosen = [by_name(n) for n in names] if names else list(MUTANTS)
+    for m in chosen:  # a stale catalogue fails before any simulation
+        m.check(RTL_DIR)
+    outcomes: list[MutantOutcome] = []
+
+    def one(m) -> MutantOutcome:
+        o = run_mutant(m, sim, seed)
+        if o.killed:
+            status = "killed" if not m.equivalent else "KILLED?"
+            where = f"by {o.failing.build.name} (build {o.builds_run})"
+        else:
+            status = "equiv." if m.equivalent else "SURVIVED"
+            where = f"all {o.builds_run} builds passed"
+        report(f"  {status:<8} {m.file:<22} {m.name} ({where}, {o.seconds:.0f} s)")
+        if o.killed:
+            report(f"           {o.failing.note}")
+        elif m.equivalent:
+            report(f"           equivalent: {m.equivalent}")
+        return o
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        outcomes = list(pool.map(one, chosen))
+    return outcomes
 
 
 def cmd_mutants(args) -> int:
+    from mutants import MUTANTS
+
+    names = [n.strip() for n in args.only.split(";")] if args.only else None
+    print(f"RTL mutants against the reduced suite (what CI runs) on {args.sim}, {args.jobs} at a time")
+    t0 = time.time()
     try:
-        outcome = check_mutants(args.sim, args.seed, args.only, report=lambda s: print(s, flush=True))
-    except ValueError as exc:
-        print(f"error: {exc}")
+        outcomes = check_mutants(args.sim, args.seed, names, args.jobs, report=lambda s: print(s, flush=True))
+    except (ValueError, KeyError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}")
         return 2
-    caught = sum(r is not None for _, r in outcome)
-    print(f"{caught}/{len(MUTANTS)} mutants caught")
-    return 0 if caught == len(MUTANTS) else 1
+    equivalent = [o for o in outcomes if o.mutant.equivalent]
+    killed = [o for o in outcomes if o.killed and not o.mutant.equivalent]
+    scored = len(outcomes) - len(equivalent)
+    files = sorted({o.mutant.file for o in outcomes})
+    print(f"\nmutation score: {len(killed)}/{scored} non-equivalent mutants killed "
+          f"({100 * len(killed) / max(1, scored):.0f} %); {len(equivalent)} documented equivalent; "
+          f"{len(outcomes)} mutants over {len(files)} RTL files in {time.time() - t0:.0f} s (CPU {cpu_seconds():.0f} s)")
+    if names is None:
+        missing = sorted({p.name for p in RTL_DIR.glob("*.v")} - {m.file for m in MUTANTS})
+        if missing:
+            print(f"error: RTL files without a mutant: {', '.join(missing)}")
+            return 1
+    return 0 if all(o.as_documented for o in outcomes) else 1
 
 
 # --------------------------------------------------------------------------- bench
@@ -323,6 +374,15 @@ def cmd_bench(args) -> int:
     sys.path.insert(0, str(TB_DIR))
     rows = []
     sims = [s for s in args.sims.split(",") if s]
+    rtl = Path(args.rtl).resolve() if args.rtl else RTL_DIR
+    if not (rtl / "sources.f").is_file():
+        print(f"error: --rtl {rtl}: no sources.f there (expected a copy of hw/rtl)")
+        return 2
+    env = {"MPCONV_BENCH_VALUES": str(args.values)}
+    regs_v = rtl / "mpconv_regs.v"
+    if regs_v.is_file() and "COMMIT" not in regs_v.read_text():
+        print(f"note: {rtl} predates the COMMIT register; its configuration writes take effect at once")
+        env["MPCONV_BENCH_PRE_COMMIT"] = "1"
     for sim in sims:
         if sim == "verilator":
             setup_verilator()
@@ -330,30 +390,31 @@ def cmd_bench(args) -> int:
             b = Build(f"bench_x{lanes}", "mpconv_top", "test_top", ("BenchTest",),
                       {"LANES": lanes, "WORD_W": 32, "BF16": 0, "FIFO_DEPTH": 512})
             work = HW_DIR / "sim_build"
-            r = run_build(b, sim, "bench", args.seed, RTL_DIR, work, {"MPCONV_BENCH_VALUES": str(args.values)})
+            r = run_build(b, sim, "bench", args.seed, rtl, work, env)
             out = work / sim / b.name / "bench.json"
             if not r.ok or not out.exists():
                 print(f"error: benchmark on {sim} failed; see {r.log}\n{tail(r.log)}")
                 return 1
             rows.append({"sim": sim, **json.loads(out.read_text())})
-    print("\n==== simulation benchmark (mpconv_top, WORD_W=32, fp32, 8-bit signed, no stalls) ====")
-    hdr = f"{'simulator':<10} {'lanes':>5} {'values':>8} {'q values/cycle/lane':>20} {'d values/cycle/lane':>20} " \
-          f"{'q latency':>10} {'d latency':>10} {'sim values/s':>13}"
+    print(f"\n==== simulation benchmark (mpconv_top, WORD_W=32, fp32, no stalls; RTL {rtl}) ====")
+    print("Streams of tensors with tlast, one configuration, on both paths of every lane; lane 0 measured.")
+    hdr = (f"{'simulator':<10} {'lanes':>5} {'stream (tensors x values, bits)':>32} {'q values/cycle':>15} "
+           f"{'q cycles/tensor':>16} {'d values/cycle':>15} {'d cycles/tensor':>16} {'q lat':>6} {'d lat':>6}")
     print(hdr)
     for r in rows:
-        print(f"{r['sim']:<10} {r['lanes']:>5} {r['values']:>8} {r['q_vpc']:>20.4f} {r['d_vpc']:>20.4f} "
-              f"{r['q_latency']:>10} {r['d_latency']:>10} {r['values_per_s']:>13.0f}")
-    print("(values/cycle/lane at steady state: quantize inputs accepted, dequantize outputs emitted; latency in\n"
-          " cycles: quantize last value in -> last word out, dequantize first word in -> first value out;\n"
-          " sim values/s counts the values of both paths of all lanes per second of wall time)")
-    base = {r["lanes"]: r["values_per_s"] for r in rows if r["sim"] == sims[0]}
+        for s in r["streams"]:
+            label = f"{s['tensors']} x {s['n']}, {s['bits']}-bit"
+            print(f"{r['sim']:<10} {r['lanes']:>5} {label:>32} {s['q_vpc']:>15.4f} {s['q_overhead']:>16.3f} "
+                  f"{s['d_vpc']:>15.4f} {s['d_overhead']:>16.3f} {s['q_latency']:>6} {s['d_latency']:>6}")
+    print("(values/cycle: quantize input values accepted / dequantize output values delivered per cycle, from the\n"
+          " first to the last beat of the stream; cycles/tensor: cycles beyond one per value, per tensor;\n"
+          " latency in cycles: last value in -> last word out, first word in -> first value out)")
     for r in rows:
-        if r["sim"] != sims[0] and r["lanes"] in base:
-            print(f"{r['sim']} / {sims[0]} simulated values/s, {r['lanes']} lane(s): "
-                  f"{r['values_per_s'] / base[r['lanes']]:.1f}x")
-    low = [r for r in rows if min(r["q_vpc"], r["d_vpc"]) < 0.99]
+        print(f"{r['sim']}, {r['lanes']} lane(s): {r['values_per_s']:.0f} simulated values/s "
+              f"(both paths, all lanes, per second of wall time)")
+    low = [r for r in rows if min(r["streams"][0]["q_vpc"], r["streams"][0]["d_vpc"]) < 0.99]
     if low:
-        print("error: steady-state throughput below 0.99 values/cycle/lane")
+        print("error: steady-state throughput of one long tensor below 0.99 values/cycle/lane")
         return 1
     return 0
 
@@ -399,11 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("mutants", help="check that each RTL mutant fails the suite")
     p.add_argument("--sim", choices=SIMS, default="icarus")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", help="restrict the suite to these builds")
+    p.add_argument("--jobs", type=int, default=2, help="mutants simulated in parallel")
+    p.add_argument("--only", help="semicolon-separated mutant names (see hw/tb/mutants.py)")
     p.set_defaults(fn=cmd_mutants)
     p = sub.add_parser("bench", help="throughput, latency and simulation speed")
     p.add_argument("--sims", default="icarus,verilator", help="comma-separated simulators")
-    p.add_argument("--values", type=int, default=4096, help="values per lane")
+    p.add_argument("--values", type=int, default=4096, help="values of the long single-tensor stream")
+    p.add_argument("--rtl", help="RTL folder to measure (default hw/rtl; e.g. a copy of an older version)")
     p.add_argument("--seed", type=int, default=1)
     p.set_defaults(fn=cmd_bench)
     p = sub.add_parser("lint", help="verilator --lint-only -Wall")

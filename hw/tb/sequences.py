@@ -1,8 +1,14 @@
-"""Item lists for each test: every bit width, value classes, lengths and stall patterns.
+"""Item lists for each test: scenarios per bit width, stall patterns, tensor streams.
 
-Each builder returns a list of ConvItem; ListSequence plays it. Repeat r of bit width k
-uses back-pressure pattern ROTATION[(k + r) % 4] restricted so that repeat 0 always
-stalls: with 4 repeats (full suite) every width sees every pattern.
+Each builder returns a list of ConvItem; ListSequence plays it. Per bit width, a fixed set
+of scenarios (a scale kind and what the tensor must contain) is responsible for the
+width's coverage goals, and `repeats` more tensors of rotating scale kinds are filled at
+random. Whether the goals were met is decided by coverage from the monitors, not here.
+
+Stall patterns: repeat 0 of every bit width stalls heavily on both sides, with at least
+MIN_STALLED values; repeat r > 0 rotates through bubbles, back-pressure, both and none. Streams: groups of tensors with one configuration and no stalls,
+sent back to back; from the second tensor of a group on, the DUT must keep one value per
+cycle across the tensor boundary (ConvItem.steady, checked by the scoreboard).
 """
 
 from __future__ import annotations
@@ -10,37 +16,44 @@ from __future__ import annotations
 import numpy as np
 
 from axi import Throttle
-from uvm_env import ConvItem
 from refmodel import (
     QuantConfig,
     bf16_bits_to_f32,
     bits_to_f32,
-    dequantize_bits,
     f32_bits_to_bf16_bits,
     f32_to_bits,
-    from_pattern,
     pack,
     quantize,
     to_pattern,
 )
-from stimulus import (
-    SCALE_KINDS,
-    VALUE_CLASSES,
-    all_widths,
-    choose_scale,
-    gen_codes,
-    gen_length,
-    gen_value,
-    gen_values,
-)
+from stimulus import all_widths, gen_codes, gen_length, gen_values, make_config, straddling_length
+from uvm_env import ConvItem
 
 STALLED = ("both", "backpressure", "bubbles")
 STALL_KINDS = [k for k in Throttle.KINDS if k != "none"]
+MIN_STALLED = 8  # values of a heavily stalled tensor: input bubbles and output stalls are then near certain
+# Scale kinds rotated over the extra tensors of each width.
+EXTRA_KINDS = ("typical", "negative", "tiny", "subnormal", "zero", "negzero", "inf", "nan", "huge", "midpoint",
+               "huge_low")
+# Quantize scenarios per width: (scale kind, intents the tensor must contain).
+QUANT_SCENARIOS = (
+    ("typical", ("int_tie_down", "int_tie_up", "edge_hi", "edge_lo", "tiny", "inrange", "sat_hi", "sat_lo")),
+    ("midpoint_up", ("p_tie_up", "p_tie_up", "p_tie_down", "sat_hi")),
+    ("midpoint_down", ("p_tie_down", "p_tie_down", "p_tie_up", "sat_lo")),
+    ("huge_low", ("subnormal", "subnormal", "zero", "nan_inf")),
+)
+# Dequantize scenarios per width: (scale kind, code kind).
+DEQUANT_SCENARIOS = (("typical", "extreme"), ("huge", "small"), ("huge_low", "small"), ("edge", "extreme"),
+                     ("tiny", "random"))
+# Bit widths whose tensors can end inside a word (b does not divide W): stream groups.
+STREAM_WIDTHS = ((3, False), (5, True), (7, False), (11, True), (13, False))
 
 
 def bp_for(rng: np.random.Generator, k: int, r: int) -> tuple[str, str]:
-    """(source, sink) throttle kinds for repeat r of width k; repeat 0 always stalls."""
-    label = STALLED[k % 3] if r == 0 else (STALLED + ("none",))[(k + r) % 4]
+    """(source, sink) throttle kinds for repeat r of width k; repeat 0 stalls heavily on both."""
+    if r == 0:
+        return "heavy", "heavy"
+    label = (STALLED + ("none",))[(k + r) % 4]
     pick = lambda: str(rng.choice(STALL_KINDS))  # noqa: E731
     return {
         "none": ("none", "none"),
@@ -55,32 +68,8 @@ def _float_frame(values: np.ndarray, bf16: bool) -> list[int]:
     return [int(b) for b in (f32_bits_to_bf16_bits(bits) if bf16 else bits)]
 
 
-def _config(rng, bits, signed, kind=None, count=1) -> tuple[QuantConfig, str]:
-    scale, kind = choose_scale(rng, bits, signed, kind)
-    return QuantConfig(bits=bits, scale=scale, signed=signed, narrow=bool(rng.integers(0, 2)), count=count), kind
-
-
-def _values_all_classes(rng, cfg, n) -> tuple[np.ndarray, list[str]]:
-    """n >= len(VALUE_CLASSES) values with every class present at least once, shuffled."""
-    values, labels = gen_values(rng, cfg, n)
-    values[: len(VALUE_CLASSES)] = np.array([gen_value(rng, c, cfg) for c in VALUE_CLASSES], dtype=np.float32)
-    labels[: len(VALUE_CLASSES)] = list(VALUE_CLASSES)
-    perm = rng.permutation(n)
-    return values[perm], [labels[i] for i in perm]
-
-
-def result_classes(codes: list[int], cfg: QuantConfig) -> list[str]:
-    """Classes of the dequantized results (for coverage): normal, subnormal, zero, inf, nan."""
-    b = dequantize_bits(from_pattern(codes, cfg.bits, cfg.signed), cfg) & 0x7FFFFFFF
-    exp = b >> 23
-    found = {
-        "r_zero": b == 0,
-        "r_subnormal": (exp == 0) & (b != 0),
-        "r_normal": (exp > 0) & (exp < 255),
-        "r_inf": b == 0x7F800000,
-        "r_nan": b > 0x7F800000,
-    }
-    return [name for name, mask in found.items() if np.any(mask)]
+def _with_count(cfg: QuantConfig, n: int) -> QuantConfig:
+    return QuantConfig(cfg.bits, cfg.scale, cfg.signed, cfg.narrow, count=n)
 
 
 def _junk_above(rng, codes: list[int], bits: int) -> list[int]:
@@ -89,49 +78,80 @@ def _junk_above(rng, codes: list[int], bits: int) -> list[int]:
     return [c | (int(j) << bits & 0xFFFF) for c, j in zip(codes, junk)]
 
 
+def _stream_lengths(rng, bits: int, word_w: int, max_len: int) -> list[int]:
+    """Lengths of a stream group: straddling ends, a single value, an exact word fill."""
+    straddle = straddling_length(bits, word_w, max_len) or 2
+    fill = word_w // np.gcd(word_w, bits)
+    exact = int(fill) if fill <= max_len else 1
+    return [straddle, straddle, 1, exact, straddle, int(rng.integers(1, max_len + 1))]
+
+
+def _stream(name: str, cfg: QuantConfig, tensors: list[tuple[dict, int]]) -> list[ConvItem]:
+    """One configuration, no stalls, tensors back to back; the DUT must not lose a cycle.
+
+    tensors: (frames, count) per item; count is COUNT of the dequantize path (1 if unused).
+    The first item waits for the DUT to be idle, so no earlier back-pressure lingers.
+    """
+    return [ConvItem(f"{name}_{i}", _with_count(cfg, count), frames, settle=i == 0, steady=i > 0)
+            for i, (frames, count) in enumerate(tensors)]
+
+
 def quantizer_items(rng: np.random.Generator, settings: dict, bf16: bool, path: str = "quant") -> list[ConvItem]:
-    """Per width: tensors with every value class under every scale kind; then a soak."""
+    """Per width: the quantize scenarios, rotating extra scale kinds, a stream; then a soak."""
     items: list[ConvItem] = []
     for k, (bits, signed) in enumerate(all_widths()):
-        for r in range(settings["repeats"] + 1):
-            kind = "typical" if r == 0 else SCALE_KINDS[(k + r) % len(SCALE_KINDS)]
-            cfg, kind = _config(rng, bits, signed, kind)
-            n = max(len(VALUE_CLASSES), gen_length(rng, bits, 32, settings["max_len"]))
-            values, labels = _values_all_classes(rng, cfg, n)
+        plan = list(QUANT_SCENARIOS) + [(EXTRA_KINDS[(k + r) % len(EXTRA_KINDS)], ())
+                                        for r in range(settings["repeats"])]
+        for r, (kind, must) in enumerate(plan):
+            cfg = make_config(rng, bits, signed, kind, bf16)
+            n = max(len(must) + 2, MIN_STALLED if r == 0 else 1, gen_length(rng, bits, 32, settings["max_len"]))
+            values = gen_values(rng, cfg, n, must, bf16=bf16)
             src, sink = bp_for(rng, k, r)
-            items.append(ConvItem(f"q_{bits}_{signed}_{r}", cfg, {path: _float_frame(values, bf16)},
-                                  {path: labels}, src, sink, scale_kind=kind))
+            items.append(ConvItem(f"q_{bits}_{signed}_{r}_{kind}", cfg, {path: _float_frame(values, bf16)},
+                                  src_bp=src, sink_bp=sink))
+    for bits, signed in STREAM_WIDTHS:
+        cfg = make_config(rng, bits, signed, "typical", bf16)
+        tensors = [({path: _float_frame(gen_values(rng, cfg, n, bf16=bf16), bf16)}, 1)
+                   for n in _stream_lengths(rng, bits, 32, settings["max_len"])]
+        items += _stream(f"qs_{bits}", cfg, tensors)
     items += _quantizer_soak(rng, settings, bf16, path)
     return items
 
 
 def _quantizer_soak(rng, settings, bf16, path) -> list[ConvItem]:
-    """Long no-stall tensors of near-grid values (ties, boundaries) at random widths."""
+    """Long no-stall tensors of near-grid values (ties, midpoints, boundaries) at random widths."""
     items = []
     total, chunk = settings["soak"], 1000
+    fill = ("inrange", "int_tie_down", "int_tie_up", "p_tie_down", "p_tie_up", "edge_hi", "edge_lo", "tiny",
+            "sat_hi", "sat_lo")
     for i in range(0, total, chunk):
         bits, signed = all_widths()[int(rng.integers(0, 31))]
-        cfg, kind = _config(rng, bits, signed, "typical" if rng.random() < 0.8 else None)
-        classes = ("inrange", "tie", "boundary", "tiny", "saturation")
-        values, labels = gen_values(rng, cfg, min(chunk, total - i), classes=classes)
-        items.append(ConvItem(f"qsoak_{i}", cfg, {path: _float_frame(values, bf16)}, {path: labels},
-                              scale_kind=kind))
+        kind = str(rng.choice(["typical", "midpoint", "midpoint", "typical", "huge_low", "negative"]))
+        cfg = make_config(rng, bits, signed, kind, bf16)
+        values = gen_values(rng, cfg, min(chunk, total - i), fill=fill, bf16=bf16)
+        items.append(ConvItem(f"qsoak_{i}", cfg, {path: _float_frame(values, bf16)}))
     return items
 
 
 def dequantizer_items(rng: np.random.Generator, settings: dict, bf16: bool = False,
                       path: str = "dequant") -> list[ConvItem]:
-    """Per width: codes (extremes or random, junk above bit b) under every scale kind; a soak."""
+    """Per width: the dequantize scenarios (junk above bit b), extra scale kinds; a stream; a soak."""
     items: list[ConvItem] = []
     for k, (bits, signed) in enumerate(all_widths()):
-        for r in range(settings["repeats"] + 1):
-            kind = "typical" if r == 0 else SCALE_KINDS[(k + r) % len(SCALE_KINDS)]
-            cfg, kind = _config(rng, bits, signed, kind)
-            n = gen_length(rng, bits, 32, settings["max_len"])
-            codes, cls = gen_codes(rng, bits, signed, n)
+        plan = list(DEQUANT_SCENARIOS) + [(EXTRA_KINDS[(k + r) % len(EXTRA_KINDS)], "random")
+                                          for r in range(settings["repeats"])]
+        for r, (kind, code_kind) in enumerate(plan):
+            cfg = make_config(rng, bits, signed, kind, bf16)
+            n = max(MIN_STALLED if r == 0 else 4, gen_length(rng, bits, 32, settings["max_len"]))
+            codes = gen_codes(rng, bits, signed, n, code_kind)
             src, sink = bp_for(rng, k, r)
-            items.append(ConvItem(f"d_{bits}_{signed}_{r}", cfg, {path: _junk_above(rng, codes, bits)},
-                                  {path: [cls, *result_classes(codes, cfg)]}, src, sink, scale_kind=kind))
+            items.append(ConvItem(f"d_{bits}_{signed}_{r}_{kind}", cfg, {path: _junk_above(rng, codes, bits)},
+                                  src_bp=src, sink_bp=sink))
+    for bits, signed in STREAM_WIDTHS:
+        cfg = make_config(rng, bits, signed, "typical", bf16)
+        tensors = [({path: gen_codes(rng, bits, signed, n)}, 1)
+                   for n in _stream_lengths(rng, bits, 32, settings["max_len"])]
+        items += _stream(f"ds_{bits}", cfg, tensors)
     # soak: 16-bit codes against scales spread over the whole exponent range
     total, chunk = settings["soak"], 1000
     for i in range(0, total, chunk):
@@ -139,7 +159,7 @@ def dequantizer_items(rng: np.random.Generator, settings: dict, bf16: bool = Fal
         scale = float(np.float32(2.0 ** rng.uniform(-149, 128) * (1 if rng.random() < 0.9 else -1)))
         cfg = QuantConfig(bits=16, scale=scale, signed=signed)
         codes = [int(c) for c in rng.integers(0, 1 << 16, size=min(chunk, total - i))]
-        items.append(ConvItem(f"dsoak_{i}", cfg, {path: codes}, {path: ["soak", *result_classes(codes, cfg)]}))
+        items.append(ConvItem(f"dsoak_{i}", cfg, {path: codes}))
     return items
 
 
@@ -147,12 +167,17 @@ def packer_items(rng: np.random.Generator, settings: dict, word_w: int, path: st
     items: list[ConvItem] = []
     for k, (bits, signed) in enumerate(all_widths()):
         for r in range(settings["repeats"] + 1):
-            n = gen_length(rng, bits, word_w, settings["max_len"] * 2)
-            codes, cls = gen_codes(rng, bits, signed, n)
+            n = max(MIN_STALLED if r == 0 else 1, gen_length(rng, bits, word_w, settings["max_len"] * 2))
+            codes = gen_codes(rng, bits, signed, n, ("extreme", "random")[r % 2])
             cfg = QuantConfig(bits=bits, scale=1.0, signed=signed)
             src, sink = bp_for(rng, k, r)
             items.append(ConvItem(f"p_{bits}_{signed}_{r}", cfg, {path: _junk_above(rng, codes, bits)},
-                                  {path: [cls]}, src, sink))
+                                  src_bp=src, sink_bp=sink))
+    for bits, signed in STREAM_WIDTHS + ((16, False), (1, False)):
+        cfg = QuantConfig(bits=bits, scale=1.0, signed=signed)
+        tensors = [({path: gen_codes(rng, bits, signed, n)}, 1)
+                   for n in _stream_lengths(rng, bits, word_w, 2 * settings["max_len"])]
+        items += _stream(f"ps_{bits}", cfg, tensors)
     return items
 
 
@@ -160,45 +185,64 @@ def unpacker_items(rng: np.random.Generator, settings: dict, word_w: int, path: 
     items: list[ConvItem] = []
     for k, (bits, signed) in enumerate(all_widths()):
         for r in range(settings["repeats"] + 1):
-            n = gen_length(rng, bits, word_w, settings["max_len"] * 2)
-            codes, cls = gen_codes(rng, bits, signed, n)
+            n = max(MIN_STALLED if r == 0 else 1, gen_length(rng, bits, word_w, settings["max_len"] * 2))
+            codes = gen_codes(rng, bits, signed, n, ("extreme", "random")[r % 2])
             cfg = QuantConfig(bits=bits, scale=1.0, signed=signed, count=n)
             src, sink = bp_for(rng, k, r)
             items.append(ConvItem(f"u_{bits}_{signed}_{r}", cfg, {path: pack(codes, bits, word_w)},
-                                  {path: [cls]}, src, sink))
+                                  src_bp=src, sink_bp=sink))
+    for bits, signed in STREAM_WIDTHS + ((16, False), (1, False)):
+        # COUNT is configuration: a stream keeps one length (one whose last value straddles)
+        n = straddling_length(bits, word_w, 2 * settings["max_len"]) or 3
+        cfg = QuantConfig(bits=bits, scale=1.0, signed=signed)
+        tensors = [({path: pack(gen_codes(rng, bits, signed, n), bits, word_w)}, n) for _ in range(5)]
+        items += _stream(f"us_{bits}", cfg, tensors)
     return items
+
+
+def _top_frames(rng, cfg: QuantConfig, n: int, lanes: int, word_w: int, bf16: bool, kind: str,
+                must=()) -> dict[str, list[int]]:
+    """Both paths of every lane: n floats for quantize; n codes (random, extreme, small for
+    huge scales, or the quantize path's own output: a round trip) packed for dequantize."""
+    frames: dict[str, list[int]] = {}
+    for lane in range(lanes):
+        qframe = _float_frame(gen_values(rng, cfg, n, must, bf16=bf16), bf16)
+        if kind.startswith("huge"):
+            codes = gen_codes(rng, cfg.bits, cfg.signed, n, "small")
+        elif rng.random() < 1 / 3:
+            x = bf16_bits_to_f32(qframe) if bf16 else bits_to_f32(qframe)
+            codes = [int(c) for c in to_pattern(quantize(x, cfg), cfg.bits)]
+        else:
+            codes = gen_codes(rng, cfg.bits, cfg.signed, n, str(rng.choice(["extreme", "random"])))
+        frames[f"q{lane}"] = qframe
+        frames[f"d{lane}"] = pack(codes, cfg.bits, word_w)
+    return frames
 
 
 def top_items(rng: np.random.Generator, settings: dict, lanes: int, word_w: int, bf16: bool) -> list[ConvItem]:
     """Tensors for both paths of every lane under one shared configuration each.
 
-    The dequantize path gets random or extreme codes, or (one time in three) the codes the
-    quantize path produces for this tensor, as in a real round trip.
+    Every width `repeats` + 1 times (the first always stalled), scale kinds rotating over
+    all kinds, then stream groups (one configuration, back to back, no stalls).
     """
     items: list[ConvItem] = []
     widths = all_widths()
-    for r in range(settings["repeats"]):
+    kinds = ("typical", "midpoint_up", "midpoint_down", "huge", "huge_low") + EXTRA_KINDS
+    for r in range(settings["repeats"] + 1):
         for k in rng.permutation(len(widths)):
             bits, signed = widths[k]
-            kind = "typical" if (r == 0 and k % 3 != 2) else SCALE_KINDS[(k + r) % len(SCALE_KINDS)]
-            cfg, kind = _config(rng, bits, signed, kind)
-            n = max(len(VALUE_CLASSES), gen_length(rng, bits, word_w, settings["max_len"]))
-            cfg = QuantConfig(cfg.bits, cfg.scale, cfg.signed, cfg.narrow, count=n)
-            frames: dict[str, list[int]] = {}
-            labels: dict[str, list[str]] = {}
-            for lane in range(lanes):
-                values, vlabels = _values_all_classes(rng, cfg, n)
-                qframe = _float_frame(values, bf16)
-                if rng.random() < 1 / 3:
-                    x = bf16_bits_to_f32(qframe) if bf16 else bits_to_f32(qframe)
-                    codes, cls = [int(c) for c in to_pattern(quantize(x, cfg), bits)], "quantized"
-                else:
-                    codes, cls = gen_codes(rng, bits, signed, n)
-                frames[f"q{lane}"] = qframe
-                labels[f"q{lane}"] = vlabels
-                frames[f"d{lane}"] = pack(codes, bits, word_w)
-                labels[f"d{lane}"] = [cls, *result_classes(codes, cfg)]
+            kind = kinds[(int(k) + 3 * r) % len(kinds)]
+            n = max(MIN_STALLED if r == 0 else 1, gen_length(rng, bits, word_w, settings["max_len"]))
+            cfg = make_config(rng, bits, signed, kind, bf16, count=n)
+            must = {"midpoint_up": ("p_tie_up",), "midpoint_down": ("p_tie_down",)}.get(kind, ())
             src, sink = bp_for(rng, int(k), r)
-            items.append(ConvItem(f"t_{bits}_{signed}_{r}", cfg, frames, labels, src, sink,
-                                  settle=bool(rng.random() < 0.25), scale_kind=kind))
+            items.append(ConvItem(f"t_{bits}_{signed}_{r}_{kind}", cfg,
+                                  _top_frames(rng, cfg, n, lanes, word_w, bf16, kind, must), src_bp=src,
+                                  sink_bp=sink, settle=bool(rng.random() < 0.25)))
+    for bits, signed in STREAM_WIDTHS:
+        # COUNT is configuration, so a stream keeps one length: one whose last value straddles
+        n = straddling_length(bits, word_w, settings["max_len"]) or 3
+        cfg = make_config(rng, bits, signed, "typical", bf16)
+        tensors = [(_top_frames(rng, cfg, n, lanes, word_w, bf16, "typical"), n) for _ in range(5)]
+        items += _stream(f"ts_{bits}", cfg, tensors)
     return items

@@ -48,13 +48,13 @@ class QuantizerTest(ConvTestBase):
             return [int(c) for c in to_pattern(quantize(x, cfg), cfg.bits)]
 
         async def configure(item: ConvItem) -> None:
-            await wait_signal(dut.clk, lambda: not int(dut.busy.value))
+            await wait_signal(dut.clk, lambda: not int(dut.busy.value), "the quantizer to drain (busy low)")
             _poke_common(dut, item.cfg)
             dut.cfg_narrow.value = int(item.cfg.narrow)
             dut.cfg_scale.value = item.cfg.scale_bits
 
         s_in, s_out = _ports(dut)
-        spec = PathSpec("quant", "quantizer", s_in, s_out, predict)
+        spec = PathSpec("quant", "quantizer", s_in, s_out, predict, bf16=bf16)
         rng = np.random.default_rng(settings["seed"])
         return [spec], configure, quantizer_items(rng, settings, bf16)
 
@@ -71,12 +71,12 @@ class DequantizerTest(ConvTestBase):
             return [int(v) for v in dequantize_bits(q, cfg, bf16=bf16)]
 
         async def configure(item: ConvItem) -> None:
-            await wait_signal(dut.clk, lambda: not int(dut.busy.value))
+            await wait_signal(dut.clk, lambda: not int(dut.busy.value), "the dequantizer to drain (busy low)")
             _poke_common(dut, item.cfg)
             dut.cfg_scale.value = item.cfg.scale_bits
 
         s_in, s_out = _ports(dut)
-        spec = PathSpec("dequant", "dequantizer", s_in, s_out, predict)
+        spec = PathSpec("dequant", "dequantizer", s_in, s_out, predict, bf16=bf16)
         rng = np.random.default_rng(settings["seed"] + 1)
         return [spec], configure, dequantizer_items(rng, settings)
 
@@ -92,7 +92,7 @@ class PackerTest(ConvTestBase):
             return pack(frame, cfg.bits, word_w)  # pack() keeps the low b bits of each input
 
         async def configure(item: ConvItem) -> None:
-            await wait_signal(dut.clk, lambda: int(dut.idle.value) == 1)
+            await wait_signal(dut.clk, lambda: int(dut.idle.value) == 1, "the packer to flush (idle high)")
             dut.cfg_bits.value = item.cfg.bits
 
         s_in, s_out = _ports(dut)
@@ -113,12 +113,13 @@ class UnpackerTest(ConvTestBase):
             return unpack(frame, cfg.bits, word_w, cfg.count)
 
         async def configure(item: ConvItem) -> None:
-            await wait_signal(dut.clk, lambda: int(dut.at_start.value) == 1)
+            await wait_signal(dut.clk, lambda: int(dut.at_start.value) == 1,
+                              "the unpacker to finish its tensor (at_start high)")
             dut.cfg_bits.value = item.cfg.bits
             dut.cfg_count.value = item.cfg.count
 
         s_in, s_out = _ports(dut)
-        spec = PathSpec("unpack", "unpacker", s_in, s_out, predict, word_w=word_w)
+        spec = PathSpec("unpack", "unpacker", s_in, s_out, predict, word_w=word_w, steady="out")
         rng = np.random.default_rng(settings["seed"] + 3)
         return [spec], configure, unpacker_items(rng, settings, word_w)
 

@@ -7,7 +7,12 @@ frame. A block has one path; mpconv_top has a quantize and a dequantize path per
     sequence --> sequencer --> ConvDriver --(configure, then drive every path)--> DUT
                                    |  ap: the item as driven
                                    v
-    AxisMonitor(in)  --> PathScoreboard <-- AxisMonitor(out)        CoverageCollector
+    AxisMonitor(in)  --> PathScoreboard <-- AxisMonitor(out)
+                               |  (configuration, observed input frame, observed output frame)
+                               v
+                         CoverageCollector: labels computed from the observed frames
+
+Every wait is bounded (watchdog.py): a stalled DUT fails the test with a message.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from dataclasses import dataclass
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import Event, FallingEdge, RisingEdge
+from cocotb.triggers import Event, RisingEdge
 from pyuvm import (
     ConfigDB,
     uvm_analysis_port,
@@ -34,10 +39,10 @@ from pyuvm import (
 )
 
 from axi import AxisMonitor, AxisPorts, AxisSink, AxisSource, Frame, Throttle
+from classify import stream_labels, tensor_labels
 from functional_coverage import COVERAGE, bp_label
 from refmodel import QuantConfig
-
-CLOCK_NS = 10
+from watchdog import CLOCK_NS, Stall, default_cycles, start_wall_clock_limit, wait_event, wait_until
 
 
 def suite_settings() -> dict:
@@ -56,7 +61,13 @@ def suite_settings() -> dict:
 
 @dataclass
 class PathSpec:
-    """One stream path through the DUT and how to predict its output."""
+    """One stream path through the DUT and how to predict its output.
+
+    steady: which port must never stall inside a stream of tensors with one configuration
+    and no stalls from the testbench: "in" (the input keeps tready high: one value or word
+    per cycle in) or "out" (the output delivers one value per cycle, also across the
+    boundary from the previous tensor, whose input was offered in time).
+    """
 
     name: str
     unit: str  # coverage unit, e.g. "packer" or "top.quant"
@@ -64,22 +75,27 @@ class PathSpec:
     out_ports: AxisPorts
     predict: Callable[[QuantConfig, list[int]], list[int]]
     word_w: int = 0  # word width seen by this path, 0 when it has none
+    bf16: bool = False  # float side is bfloat16
+    steady: str = "in"
 
 
 class ConvItem(uvm_sequence_item):
-    """One tensor: a configuration and one input frame per path, plus stimulus labels."""
+    """One tensor: a configuration, one input frame per path and the stall patterns to drive.
 
-    def __init__(self, name: str, cfg: QuantConfig, frames: dict[str, list[int]],
-                 labels: dict[str, list[str]] | None = None, src_bp: str = "none",
-                 sink_bp: str = "none", settle: bool = False, scale_kind: str = "") -> None:
+    settle: wait until the DUT is idle before configuring. steady: the tensor continues a
+    stream (same configuration as the previous item, no stalls on either): the path's
+    steady port must not stall (PathSpec.steady).
+    """
+
+    def __init__(self, name: str, cfg: QuantConfig, frames: dict[str, list[int]], src_bp: str = "none",
+                 sink_bp: str = "none", settle: bool = False, steady: bool = False) -> None:
         super().__init__(name)
         self.cfg = cfg
         self.frames = frames
-        self.labels = labels or {}
         self.src_bp = src_bp
         self.sink_bp = sink_bp
         self.settle = settle
-        self.scale_kind = scale_kind
+        self.steady = steady
 
     def __str__(self) -> str:
         sizes = {k: len(v) for k, v in self.frames.items()}
@@ -153,6 +169,8 @@ class PathScoreboard(uvm_component):
             if fin.data != sent:
                 self.errors.append(f"{name} frame {k}: accepted input differs from the driven one")
                 continue
+            if item.steady:
+                self._check_steady(k, item, fin, fout)
             want = self.spec.predict(item.cfg, sent)
             got = fout.data
             self.checked_values += len(want)
@@ -165,21 +183,45 @@ class PathScoreboard(uvm_component):
                     detail += f"; beat {i}:{src} want 0x{want[i]:x} got 0x{got[i]:x}"
                 self.errors.append(detail)
 
+    def _check_steady(self, k: int, item: ConvItem, fin: Frame, fout: Frame) -> None:
+        """Inside a stream of one configuration without stalls: one value per cycle, no lost cycle."""
+        name = self.spec.name
+        where = f"{name} frame {k} ({item.cfg}, {len(fin.data)} input beats, stream continued)"
+        if self.spec.steady == "in" and fin.stalls:
+            self.errors.append(f"{where}: input stalled {fin.stalls} cycles (want 0: one value per cycle)")
+        if self.spec.steady == "out" and (fout.bubbles or fout.gap != 1):
+            self.errors.append(f"{where}: output had {fout.bubbles} bubbles, first beat {fout.gap} cycles "
+                               f"after the previous tensor's last (want 0 and 1: one value per cycle)")
 
-class CoverageCollector(uvm_subscriber):
-    """Samples the functional coverage of every driven item."""
 
-    def __init__(self, name, parent, specs: list[PathSpec]):
-        super().__init__(name, parent)
-        self.specs = specs
+class CoverageCollector(uvm_component):
+    """Samples functional coverage from what the monitors observed on every path.
 
-    def write(self, item: ConvItem) -> None:
-        bp = bp_label(item.src_bp, item.sink_bp)
-        for spec in self.specs:
-            if spec.name not in item.frames:
-                continue
-            classes = item.labels.get(spec.name, ["any"])
-            COVERAGE.sample(spec.unit, item.cfg.bits, item.cfg.signed, spec.word_w, bp, classes)
+    For each tensor: its configuration, the input frame and the output frame as recorded on
+    the DUT's ports. Labels come from the observed input values (classify.tensor_labels),
+    the stall pattern from the observed handshakes (input bubbles inside the frame, output
+    tvalid high with tready low), and tensor boundaries from the observed gap on the path's
+    steady port (PathSpec.steady): back_to_back when the tensor's first beat followed the
+    previous tensor's last beat in the next cycle.
+    """
+
+    def sample(self, board: "PathScoreboard") -> None:
+        spec = board.spec
+        prev_straddled = False
+        triples = zip(board.expected.items, board.inputs.items, board.outputs.items)
+        for k, (item, fin, fout) in enumerate(triples):
+            cfg = item.cfg
+            labels = tensor_labels(spec.unit, cfg, fin.data, spec.word_w, spec.bf16)
+            boundary = fin if spec.steady == "in" else fout
+            if k and boundary.gap == 1:
+                labels.add("back_to_back")
+                if prev_straddled:
+                    labels.add("b2b_after_straddle")
+            if spec.word_w:
+                n = len(fin.data) if spec.unit in ("packer", "top.quant") else cfg.count
+                prev_straddled = "last_straddles" in stream_labels(n, cfg.bits, spec.word_w)
+            bp = bp_label(fin.bubbles > 0, fout.stalls > 0)
+            COVERAGE.sample(spec.unit, cfg.bits, cfg.signed, spec.word_w, bp, labels)
 
 
 class ConvDriver(uvm_driver):
@@ -212,12 +254,15 @@ class ConvDriver(uvm_driver):
 
         rng = random.Random(self.rng_seed)
         pending: list = []  # send tasks of the previous item
+        last_cfg = None
         while True:
             item = await self.seq_item_port.get_next_item()
             if not self.overlap:
                 for t in pending:
                     await t
-            await self.configure(item)
+            if item.cfg != last_cfg or item.settle:  # a stream keeps its configuration: no write
+                await self.configure(item)
+                last_cfg = item.cfg
             for t in pending:
                 await t
             for spec in self.specs:
@@ -232,7 +277,7 @@ class ConvDriver(uvm_driver):
                     pending.append(cocotb.start_soon(self.sources[s.name].send(item.frames[s.name],
                                                                                started=started[-1])))
             for ev in started:
-                await ev.wait()
+                await wait_event(ev, f"the first beat of {item.get_name()} to be accepted")
             self.seq_item_port.item_done()
 
 
@@ -251,37 +296,44 @@ class ConvEnv(uvm_env):
         overlap = ConfigDB().get(self, "", "OVERLAP")
         self.seqr = uvm_sequencer("seqr", self)
         self.driver = ConvDriver("driver", self, self.clk, self.specs, configure, seed, overlap)
-        self.coverage = CoverageCollector("coverage", self, self.specs)
+        self.coverage = CoverageCollector("coverage", self)
         self.in_mons = {s.name: StreamMonitor(f"in_{s.name}", self, self.clk, s.in_ports) for s in self.specs}
         self.out_mons = {s.name: StreamMonitor(f"out_{s.name}", self, self.clk, s.out_ports) for s in self.specs}
         self.boards = {s.name: PathScoreboard(f"sb_{s.name}", self, s) for s in self.specs}
 
     def connect_phase(self) -> None:
         self.driver.seq_item_port.connect(self.seqr.seq_item_export)
-        self.driver.ap.connect(self.coverage.analysis_export)
         for s in self.specs:
             self.driver.ap.connect(self.boards[s.name].expected.analysis_export)
             self.in_mons[s.name].ap.connect(self.boards[s.name].inputs.analysis_export)
             self.out_mons[s.name].ap.connect(self.boards[s.name].outputs.analysis_export)
 
-    async def wait_drained(self, timeout_cycles: int = 200_000) -> None:
-        """Wait until every path has delivered one output frame per driven item."""
-        for _ in range(timeout_cycles):
-            done = all(len(b.outputs.items) >= len(b.expected.items) for b in self.boards.values())
-            if done:
-                for _ in range(20):  # anything extra would show up as an extra frame
-                    await RisingEdge(self.clk)
-                return
+    async def wait_drained(self, stall_cycles: int | None = None) -> None:
+        """Wait until every path has delivered one output frame per driven item.
+
+        Fails when no output beat arrives for `stall_cycles` (default: the watchdog bound).
+        """
+        bound = default_cycles() if stall_cycles is None else stall_cycles
+        mons = [m.mon for m in self.out_mons.values()]
+        idle, beats = 0, -1
+        while not all(len(b.outputs.items) >= len(b.expected.items) for b in self.boards.values()):
+            now = sum(m.beats for m in mons)
+            idle = idle + 1 if now == beats else 0
+            beats = now
+            if idle > bound:
+                raise Stall(f"watchdog: no output beat for {bound} clock cycles while frames are missing: "
+                            + ", ".join(f"{k}: {len(b.outputs.items)}/{len(b.expected.items)}"
+                                        for k, b in self.boards.items()))
             await RisingEdge(self.clk)
-        raise AssertionError("timeout: the DUT did not deliver all frames "
-                             + ", ".join(f"{k}: {len(b.outputs.items)}/{len(b.expected.items)}"
-                                         for k, b in self.boards.items()))
+        for _ in range(20):  # anything extra would show up as an extra frame
+            await RisingEdge(self.clk)
 
     def check(self) -> tuple[int, list[str]]:
         errors: list[str] = []
         values = 0
         for b in self.boards.values():
             b.compare()
+            self.coverage.sample(b)
             errors += b.errors
             values += b.checked_values
         return values, errors
@@ -300,6 +352,7 @@ class ConvTestBase(uvm_test):
         raise NotImplementedError
 
     def build_phase(self) -> None:
+        start_wall_clock_limit()
         self.dut = cocotb.top
         self.settings = suite_settings()
         self.extra_errors: list[str] = []
@@ -350,11 +403,6 @@ async def reset_dut(dut, cycles: int = 5) -> None:
         await RisingEdge(dut.clk)
 
 
-async def wait_signal(clk, predicate: Callable[[], bool], timeout_cycles: int = 100_000) -> None:
+async def wait_signal(clk, predicate: Callable[[], bool], what: str, timeout_cycles: int | None = None) -> None:
     """Wait (sampling at falling edges) until predicate() holds, then align to a rising edge."""
-    for _ in range(timeout_cycles):
-        await FallingEdge(clk)
-        if predicate():
-            await RisingEdge(clk)
-            return
-    raise AssertionError("timeout waiting for a DUT condition")
+    await wait_until(clk, predicate, what, timeout_cycles)

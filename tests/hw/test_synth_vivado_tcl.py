@@ -34,10 +34,19 @@ proc stub_record {name arguments} {
 }
 foreach command {read_verilog read_xdc synth_design opt_design place_design route_design
                  report_utilization report_timing_summary write_checkpoint set_property
-                 create_clock} {
+                 create_clock set_input_delay set_output_delay} {
     proc $command args "stub_record $command \$args; return {}"
 }
 proc get_ports args { stub_record get_ports $args; return [lindex $args end] }
+proc get_clocks args { stub_record get_clocks $args; return [lindex $args end] }
+proc all_inputs args { stub_record all_inputs $args; return {in_a in_b clk} }
+proc all_outputs args { stub_record all_outputs $args; return {out_a out_b} }
+proc remove_from_collection args {
+    stub_record remove_from_collection $args
+    set keep {}
+    foreach item [lindex $args 0] { if {[lsearch -exact [lindex $args 1] $item] < 0} { lappend keep $item } }
+    return $keep
+}
 proc get_timing_paths args { stub_record get_timing_paths $args; return {timing_path_0} }
 proc get_property args { stub_record get_property $args; return 0.250 }
 # Vivado embeds Tcl 8.5: commands that only exist in 8.6 must not be used.
@@ -93,15 +102,23 @@ def source_list_files(path: Path) -> list[Path]:
             if line and not line.startswith(("#", "//"))]
 
 
-def clock_of(xdc: Path, harness: Path, tmp_path: Path) -> list[str]:
-    """Source an XDC under the stubs (proving it is valid Tcl) and return create_clock's args."""
+def clock_of(xdc: Path, harness: Path, tmp_path: Path, io_delay: str = "4.000") -> list[str]:
+    """Source an XDC under the stubs (proving it is valid Tcl), check its I/O delays and
+    return create_clock's args."""
     log = tmp_path / "xdc.log"
     done = run_flow(harness, log, script=xdc)
     assert done.returncode == 0, done.stderr
     recorded = calls(log)
     assert [c for c, _ in recorded].count("create_clock") == 1, recorded
     assert ("get_ports", ["clk"]) in recorded, recorded
-    return recorded[index_of(recorded, "create_clock")][1]
+    # every input but the clock and every output get a delay against clk, after the clock exists
+    clock = index_of(recorded, "create_clock")
+    inputs = index_of(recorded, "set_input_delay")
+    outputs = index_of(recorded, "set_output_delay")
+    assert clock < inputs and clock < outputs
+    assert recorded[inputs][1] == ["-clock", "clk", io_delay, "in_a in_b"], recorded[inputs]
+    assert recorded[outputs][1] == ["-clock", "clk", io_delay, "out_a out_b"], recorded[outputs]
+    return recorded[clock][1]
 
 
 def test_default_flow_reads_sources_sets_top_part_clock_and_writes_reports(harness, tmp_path):
@@ -165,7 +182,7 @@ def test_impl_on_ultrascale_with_parameters_and_extra_constraints(harness, tmp_p
     clock = index_of(recorded, "read_xdc", lambda a: Path(a[-1]) == out / "clock.xdc")
     user = index_of(recorded, "read_xdc", lambda a: Path(a[-1]) == extra)
     assert clock < user < synth
-    assert option(clock_of(out / "clock.xdc", harness, tmp_path), "-period") == ["4.000"]
+    assert option(clock_of(out / "clock.xdc", harness, tmp_path, io_delay="1.600"), "-period") == ["4.000"]
 
     opt, place, route = (names.index(c) for c in ("opt_design", "place_design", "route_design"))
     assert synth < opt < place < route
@@ -208,6 +225,7 @@ def test_part_option_wins_and_default_paths_follow_the_script(harness, tmp_path)
     (["-bf16", "2"], "-bf16"),
     (["-fifo_depth", "100"], "power of two"),
     (["-period", "fast"], "-period"),
+    (["-io_budget", "1.5"], "-io_budget"),
     (["-family", "virtex2"], "-family"),
     (["-xdc", "/nonexistent/extra.xdc"], "/nonexistent/extra.xdc"),
     (["-sources", "/nonexistent/sources.f"], "/nonexistent/sources.f"),
@@ -237,7 +255,7 @@ def test_help_lists_options_and_runs_nothing(harness, tmp_path):
     log = tmp_path / "vivado.log"
     done = run_flow(harness, log, "-help")
     assert done.returncode == 0, done.stderr
-    for flag in ("-part", "-family", "-lanes", "-word_w", "-bf16", "-period", "-impl", "-out"):
+    for flag in ("-part", "-family", "-lanes", "-word_w", "-bf16", "-period", "-io_budget", "-impl", "-out"):
         assert flag in done.stdout
     assert calls(log) == []
 

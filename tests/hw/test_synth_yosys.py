@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 HW = ROOT / "hw"
 sys.path.insert(0, str(HW / "synth"))
 
+from timing import NET_NS, TimingError, parse_sta  # noqa: E402
 from utilization_table import resources  # noqa: E402
 from yosys_stat import StatError, parse_stat_json, read_stat_json, short_label  # noqa: E402
 
@@ -55,6 +56,12 @@ def test_make_synth_prints_and_writes_the_table(small):
     assert [r["config"] for r in rows] == ["L1_W32_fp32"]
     row = rows[0]
     assert int(row["LUT"]) > 0 and int(row["FF"]) > 0 and int(row["CARRY4"]) > 0
+    # the critical-path estimate (yosys sta of one flat lane) is in the table and printed
+    assert float(row["crit_ns"]) > 1 and int(row["levels"]) > 2
+    assert 0 < float(row["fmax_est_mhz"]) < float(row["fmax_cells_mhz"]) == pytest.approx(
+        1000 / float(row["crit_ns"]), rel=0.01)
+    assert re.search(r"critical path W=32 fp32 \(one lane, flat, yosys sta\): \d+\.\d+ ns of cells, \d+ levels",
+                     done.stdout)
     assert float(row["LUT_per_lane"]) == float(row["LUT"])  # one lane
     assert (out / "utilization.md").read_text().count("| L1_W32_fp32 |") == 1
 
@@ -111,11 +118,15 @@ def test_failed_configuration_keeps_the_others_and_exits_2(tmp_path):
                            "--lanes", "2", "--word-width", "32", "64", "--float", "fp32",
                            "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and "L2_W64_fp32: yosys failed" in errors[0], done.stderr
-    assert str(out / "L2_W64_fp32" / "yosys.log") in errors[0]
+    # the W=64 configuration fails twice (its synthesis and its timing run), nothing else does
+    errors = sorted(line for line in done.stderr.splitlines() if line.startswith("error: "))
+    assert len(errors) == 2, done.stderr
+    assert "L2_W64_fp32: yosys failed" in errors[0] and str(out / "L2_W64_fp32" / "yosys.log") in errors[0]
+    assert "timing_W64_fp32: yosys failed" in errors[1] and str(out / "timing_W64_fp32" / "yosys.log") in errors[1]
     rows = list(csv.DictReader(open(out / "utilization.csv")))
     assert [r["config"] for r in rows] == ["L2_W32_fp32"]
+    # the W=32 row still got its critical path: the adder's carry chain, registered
+    assert float(rows[0]["crit_ns"]) > 0 and int(rows[0]["levels"]) >= 8
     # two 32-bit registered adders: 64 flip-flops, carry chains, per-lane LUTs = LUT / 2
     assert int(rows[0]["FF"]) == 64 and int(rows[0]["CARRY4"]) >= 8
     assert float(rows[0]["LUT_per_lane"]) == pytest.approx(int(rows[0]["LUT"]) / 2, abs=0.5)
@@ -144,6 +155,58 @@ def test_help_describes_the_matrix():
     assert done.returncode == 0
     for flag in ("--lanes", "--word-width", "--float", "--flatten", "--jobs", "--out"):
         assert flag in done.stdout
+
+
+# ---- critical path from yosys sta output ----
+
+# Shaped like yosys 0.23 `sta` (latest arrival first; net names on the indented lines).
+STA = """
+14. Executing STA pass (static timing analysis).
+Latest arrival time in 'mpconv_top' is 3110:
+    3110 $auto$ff.cc:266:slice$1 (FDRE.D)
+           $abc$9.Y [3]
+    2900 $abc$8 (LUT6.I2->O)
+           $abc$8.A
+    2400 $auto$alumacc.cc:485:replace_alu$7.slice[1].carry4 (CARRY4.CI->O)
+           $auto$alumacc.cc:485:replace_alu$7.CO [3]
+    2100 $auto$alumacc.cc:485:replace_alu$7.slice[0].carry4 (CARRY4.S->CO)
+           $auto$alumacc.cc:485:replace_alu$7.X [0]
+    1600 $abc$6.mux7 (MUXF7.I0->O)
+           $abc$6.f0
+    1400 $abc$6.lut0 (LUT6.I1->O)
+           \q_bits [1]
+     399 $auto$ff.cc:266:slice$2 (FDRE.C->Q)
+           \clk
+      96 $auto$clkbufmap.cc:261:execute$3 (BUFG.I->O)
+       0   \clk (<primary input>)
+
+Arrival histogram:
+"""
+
+
+def test_sta_critical_path_levels_and_estimate():
+    t = parse_sta(STA)
+    assert t.arrival_ps == 3110 and t.crit_ns == pytest.approx(3.11)
+    assert t.cells == ["BUFG", "FDRE", "LUT6", "MUXF7", "CARRY4", "CARRY4", "LUT6"]
+    assert t.levels == 5  # LUT6, MUXF7, 2 x CARRY4, LUT6: not the buffer or the flip-flop
+    # general routing into: the first LUT6, the carry chain (from a MUXF7), the last LUT6, the endpoint
+    assert t.net_hops == 4
+    assert t.fmax_cells_mhz == pytest.approx(1000 / 3.11)
+    assert t.fmax_est_mhz == pytest.approx(1000 / (3.11 + 4 * NET_NS))
+    assert t.endpoint.startswith("FDRE.D of") and t.startpoint.startswith("FDRE ")
+    with pytest.raises(TimingError, match="no 'Latest arrival time'"):
+        parse_sta("nothing here")
+
+
+def test_sta_path_launched_by_a_shift_register_or_an_input_port():
+    """The launching cell (here an SRL16E, clock -> Q) is no logic level and no routed input;
+    a path from an input port has no launching cell."""
+    t = parse_sta(STA.replace("FDRE.C->Q", "SRL16E.CLK->Q"))
+    assert t.cells[:2] == ["BUFG", "SRL16E"] and t.levels == 5 and t.net_hops == 4
+    assert t.startpoint.startswith("SRL16E ") and t.logic == ["LUT6", "MUXF7", "CARRY4", "CARRY4", "LUT6"]
+    from_port = STA[:STA.index("     399")] + "       0   \\q_bits (<primary input>)\n\nArrival histogram:\n"
+    t = parse_sta(from_port)
+    assert t.cells == ["LUT6", "MUXF7", "CARRY4", "CARRY4", "LUT6"] and t.levels == 5
 
 
 # ---- cell bookkeeping on hand-written statistics ----

@@ -18,6 +18,11 @@
 #   -bf16 0|1         mpconv_top BF16: 0 = fp32, 1 = bfloat16 float side (default 0)
 #   -fifo_depth D     mpconv_top FIFO_DEPTH, a power of two (default 512)
 #   -period NS        target period of the clock on port clk in ns (default 10.0)
+#   -io_budget F      fraction of the period the logic outside the block takes on each side
+#                     (default 0.4): every input but clk arrives F * period after the clock
+#                     edge, every output must be valid F * period before the next one
+#                     (set_input_delay / set_output_delay), so paths through the ports are
+#                     timed too
 #   -xdc FILE         extra constraints file, read after the clock (repeatable)
 #   -impl             also run opt_design, place_design and route_design
 #   -out DIR          results folder (default hw/synth/results/vivado/<configuration>)
@@ -26,7 +31,7 @@
 #   -top NAME         top module (default mpconv_top)
 #   -help             print this help
 #
-# Results: clock.xdc (the applied clock), utilization_synth.rpt, utilization_synth_hier.rpt,
+# Results: clock.xdc (the applied clock and I/O delays), utilization_synth.rpt, utilization_synth_hier.rpt,
 # timing_synth.rpt, post_synth.dcp and, with -impl, the same for the routed design
 # (*_route.rpt, post_route.dcp), plus summary.txt (part, parameters, worst slack).
 
@@ -67,9 +72,9 @@ proc mpconv_synth::parse_args {argv} {
     variable here
     variable parts
     set opts [dict create part {} family zynq7 lanes 1 word_w 32 bf16 0 fifo_depth 512 \
-        period 10.0 xdc {} impl 0 out {} top mpconv_top \
+        period 10.0 io_budget 0.4 xdc {} impl 0 out {} top mpconv_top \
         sources [file normalize [file join $here .. .. rtl sources.f]]]
-    set valued {-part -family -lanes -word_w -bf16 -fifo_depth -period -xdc -out -sources -top}
+    set valued {-part -family -lanes -word_w -bf16 -fifo_depth -period -io_budget -xdc -out -sources -top}
     for {set i 0} {$i < [llength $argv]} {incr i} {
         set option [lindex $argv $i]
         if {$option eq "-help" || $option eq "--help"} {
@@ -111,6 +116,10 @@ proc mpconv_synth::parse_args {argv} {
     set period [dict get $opts period]
     if {![string is double -strict $period] || $period <= 0} {
         fail "option -period: expected a clock period in ns > 0, got '$period'"
+    }
+    set budget [dict get $opts io_budget]
+    if {![string is double -strict $budget] || $budget < 0 || $budget >= 1} {
+        fail "option -io_budget: expected a fraction of the period in \[0, 1), got '$budget'"
     }
     if {[dict get $opts part] eq ""} {
         set family [dict get $opts family]
@@ -184,12 +193,17 @@ proc mpconv_synth::run {argv} {
     set sources [read_source_list [dict get $opts sources]]
     file mkdir $out
 
-    # The target clock, written next to the reports so each result records what it met.
+    # The target clock and the I/O delays, written next to the reports so each result
+    # records what it met.
     set period [format %.3f [dict get $opts period]]
+    set io_delay [format %.3f [expr {$period * [dict get $opts io_budget]}]]
     set clock_xdc [file join $out clock.xdc]
     set handle [open $clock_xdc w]
-    puts $handle "# Target clock of [dict get $opts top] (written by hw/synth/vivado/synth.tcl)."
+    puts $handle "# Target clock and I/O delays of [dict get $opts top] (written by hw/synth/vivado/synth.tcl)."
     puts $handle "create_clock -name clk -period $period \[get_ports clk\]"
+    puts $handle "# The logic around the block takes [dict get $opts io_budget] of the period on each side."
+    puts $handle "set_input_delay -clock \[get_clocks clk\] $io_delay \[remove_from_collection \[all_inputs\] \[get_ports clk\]\]"
+    puts $handle "set_output_delay -clock \[get_clocks clk\] $io_delay \[all_outputs\]"
     close $handle
 
     foreach source $sources {
@@ -213,7 +227,8 @@ proc mpconv_synth::run {argv} {
         lappend values $value
     }
     set summary [list "top [dict get $opts top]" "part [dict get $opts part]" \
-        "generics [join $values { }]" "period_ns $period" "wns_synth_ns [worst_slack]"]
+        "generics [join $values { }]" "period_ns $period" "io_delay_ns $io_delay" \
+        "wns_synth_ns [worst_slack]"]
 
     if {[dict get $opts impl]} {
         opt_design
