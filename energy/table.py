@@ -185,7 +185,8 @@ class EnergyTable:
         self.layer_names = list(layers)
         self.bits = list(bits)
         self.baseline_bits = baseline_bits
-        self.data = dict(data)
+        # arrays without the on-chip axes ([layer, wb, ib, ob]) are the per-layer view
+        self.data = {c: a[..., None, None] if a.ndim == 4 else a for c, a in data.items()}
         self.spec = spec
         self.dataflow = dataflow or chain_dataflow(self.layers)
         self.dram = dram
