@@ -1,15 +1,18 @@
 """Persistent SQLite cache of engine results, one row per (layer geometry, bit widths).
 
-Keyed by engine, engine version (with this project's modelling revision), accelerator identity
-(name plus content hash of its definition), layer geometry and (weight, input, output) bits, so
-a changed engine or accelerator file never reuses stale numbers. Rows are committed as they
-arrive (WAL mode): an interrupted build keeps everything already computed. A file that is not
-an energy cache is reported and left untouched.
+Keyed by engine, engine version with this project's modelling revision and the mapper settings
+(objective, LOMA loop-prime-factor limit, spatial mappings generated), accelerator identity
+(name plus content hash of its hardware and mapping files), layer geometry (with batch and
+residency variant) and (weight, input, output) bits, so a changed engine, setting or file never
+reuses stale numbers. Rows are committed as they arrive (WAL mode): an interrupted build keeps
+everything already computed. A file that is not an energy cache is reported and left untouched;
+a damaged row (unreadable or incomplete metrics) costs that row only: it is recomputed and replaced.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import time
 from pathlib import Path
@@ -34,8 +37,24 @@ CREATE TABLE IF NOT EXISTS results (
 """
 COLUMNS = ("engine", "engine_version", "accelerator", "geometry", "weight_bits", "input_bits", "output_bits",
            "metrics", "layer", "created")
+INFEASIBLE = {"infeasible": 1.0}  # a residency evaluation the mapper found no mapping for
 
-Key = tuple[str, int, int, int]  # (geometry key, weight bits, input bits, output bits)
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _valid(metrics: object) -> bool:
+    """A row is usable when it is the infeasible marker, or has every core metric as a number, a finite
+    total energy, and numbers (NaN allowed) for whatever breakdown metrics it has."""
+    from energy.engines import BREAKDOWN_METRICS, CORE_METRICS
+
+    if not isinstance(metrics, dict):
+        return False
+    if metrics == INFEASIBLE:
+        return True
+    return (all(_number(metrics.get(c)) for c in CORE_METRICS) and math.isfinite(metrics["energy_total_pj"])
+            and all(_number(metrics[c]) for c in BREAKDOWN_METRICS if c in metrics))
 
 
 class EnergyCache:
@@ -61,17 +80,29 @@ class EnergyCache:
             raise DataError(f"{self.path}: expected an SQLite energy cache, the file is unreadable ({exc}); "
                             f"move it away or set energy.cache to another file") from None
 
-    def get(self, geometry: str) -> dict[tuple[int, int, int], dict[str, float]]:
-        """All cached results of one layer geometry: {(wb, ib, ob): metrics}."""
+    def get(self, geometry: str) -> tuple[dict[tuple[int, int, int], dict], int]:
+        """All usable cached results of one layer geometry, {(wb, ib, ob): metrics}, and the number of
+        damaged rows skipped (they are recomputed and replaced by the caller's `put`)."""
         try:
             rows = self.db.execute(
                 "SELECT weight_bits, input_bits, output_bits, metrics FROM results "
-                "WHERE engine=? AND engine_version=? AND accelerator=? AND geometry=?", (*self.scope, geometry))
-            return {(wb, ib, ob): json.loads(m) for wb, ib, ob, m in rows}
-        except (sqlite3.DatabaseError, json.JSONDecodeError) as exc:
+                "WHERE engine=? AND engine_version=? AND accelerator=? AND geometry=?",
+                (*self.scope, geometry)).fetchall()
+        except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: the energy cache is damaged ({exc}); move it away to rebuild it") from None
+        found, damaged = {}, 0
+        for wb, ib, ob, text in rows:
+            try:
+                metrics = json.loads(text)
+            except (TypeError, ValueError):
+                metrics = None
+            if isinstance(wb, int) and isinstance(ib, int) and isinstance(ob, int) and _valid(metrics):
+                found[(wb, ib, ob)] = metrics
+            else:
+                damaged += 1
+        return found, damaged
 
-    def put(self, geometry: str, layer: str, results: Iterable[tuple[int, int, int, dict[str, float]]]) -> None:
+    def put(self, geometry: str, layer: str, results: Iterable[tuple[int, int, int, dict]]) -> None:
         """Store results of one layer geometry in one transaction."""
         now = time.time()
         try:

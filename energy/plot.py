@@ -1,7 +1,10 @@
-"""Per-layer DRAM energy breakdown (weights / inputs / outputs) of two bit-width configurations.
+"""Energy figures of an energy table.
 
-`plot_workload` compares the all-baseline-bit model with a chosen point of the workload's Pareto
-front (by default its lowest-energy feasible point) and saves a PNG.
+- `plot_vs_bits`: per layer, energy against (uniform) bit width, off-chip (DRAM) vs on-chip
+  (global buffers, register files, MACs), with the DRAM energy a linear scaling from the largest
+  width would predict: where the two differ, the accelerator model adds something to bit counts.
+- `plot_breakdown` / `plot_workload`: per-layer DRAM energy (weights / inputs / outputs) of the
+  all-baseline-bit model and a chosen Pareto point (by default the lowest-energy feasible one).
 """
 
 from __future__ import annotations
@@ -16,6 +19,56 @@ from energy.table import EnergyTable
 from sw.errors import DataError
 
 PARTS = (("dram_w_energy_uj", "weights"), ("dram_i_energy_uj", "inputs"), ("dram_o_energy_uj", "outputs"))
+
+
+def plot_vs_bits(table: EnergyTable, path: str | Path, title: str = "") -> Path:
+    """One panel per layer: DRAM, on-chip memory and MAC energy (uJ) against uniform bits."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = table.vs_bits()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = table.layer_names
+    cols = min(4, len(names))
+    nrows = -(-len(names) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows + 0.6), squeeze=False)
+    for k, name in enumerate(names):
+        ax = axes[k // cols][k % cols]
+        mine = [r for r in rows if r["layer"] == name]
+        bits = [r["bits"] for r in mine]
+        for column, label, style in (("dram_energy_pj", "off-chip (DRAM)", "o-"),
+                                     ("dram_energy_linear_pj", "DRAM if linear in bits", "k:"),
+                                     ("gb_energy_pj", "on-chip buffers", "s-"),
+                                     ("rf_energy_pj", "register files", "^-"),
+                                     ("mac_energy_pj", "MACs", "x-")):
+            ax.plot(bits, [r[column] / 1e6 for r in mine], style, label=label, markersize=3, linewidth=1)
+        resident = [r["bits"] for r in mine if r["output_on_chip"]]
+        if resident:
+            ax.axvspan(min(resident) - 0.5, max(resident) + 0.5, color="#55A868", alpha=0.12,
+                       label="output stays on chip")
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.set_xticks(bits)
+    for k in range(len(names), nrows * cols):
+        axes[k // cols][k % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for row in axes:
+        for ax in row:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                if lab not in labels:
+                    handles.append(h)
+                    labels.append(lab)
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=7, frameon=False)
+    fig.supxlabel("bits (weights = inputs, every layer)", fontsize=8, y=0.06)
+    fig.supylabel("energy per batch [uJ]", fontsize=8)
+    fig.suptitle(title or "Energy vs bits per layer", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def plot_breakdown(table: EnergyTable, configs: Mapping[str, Mapping[str, tuple[int, int]]], path: str | Path,

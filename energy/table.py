@@ -1,7 +1,8 @@
 """The per-layer energy table of a workload: every layer at every bit width, cached.
 
-`build_table(workload)` traces the model's Conv2d / Linear layers, evaluates each distinct layer
-geometry with the workload's engine at every needed (weight, input, output) bit width in worker
+`build_table(workload)` traces the model's Conv2d / Linear layers (and, when the workload asks
+for it, the dataflow between them: `energy.dataflow`), evaluates each distinct layer geometry
+with the workload's engine at every needed (weight, input, output) bit width in worker
 processes, stores results in the SQLite cache and returns an `EnergyTable`. A repeated build only
 reads the cache.
 
@@ -9,10 +10,22 @@ Bit widths covered: every width in `search.bits` plus `quantization.baseline_bit
 inputs tied (`quantization.explore: tied`) or all combinations (`separate`); output widths all of
 them (one mapping search per (weight, input) pair, see `energy.engines.zigzag`).
 
-Output bits of a layer: the input bits of the next quantized layer in forward order (the hw
-converter packs a layer's output at the precision its consumer reads); the last layer writes at
-`quantization.baseline_bits`. For branching networks (residual shortcuts) "next in forward order"
-is an approximation of the true consumer.
+Output bits of a layer: the precision of the tensor it stores, i.e. the largest input width of
+the layers that read it (`energy.dataflow`); without a traced graph (`energy.elementwise:
+ignored`, `energy.residency: false`: the per-layer view) the input bits of the next layer in
+forward order. The last layer writes at `quantization.baseline_bits`.
+
+On top of the engine's per-layer numbers the table models, per candidate configuration:
+- residency (`energy.residency: true`): a stored tensor whose only reader is the next layer and
+  that fits the on-chip activation buffer at its bits stays there: the producer is looked up in
+  its "output on chip" evaluation, the reader in its "input on chip" one (both real mapping
+  searches with that tensor in the buffer; if either finds no mapping, the tensor goes to DRAM);
+- fused pooling and residual adds (`energy.elementwise: fused`): the producer's final-output
+  store to DRAM shrinks to the pooled tensor; an add's host reads the other operand from DRAM;
+- separate pooling and adds (`separate`): each is one extra pass over DRAM (read its inputs,
+  write its output), charged to the producing layer.
+The added DRAM words are densely packed (`energy.packing`) at the engine's DRAM word width and
+cost its energy per word.
 """
 
 from __future__ import annotations
@@ -23,28 +36,33 @@ import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from energy.cache import EnergyCache
-from energy.engines import METRICS, Engine, get_engine
-from energy.layers import LayerGeometry, workload_layers
+from energy.cache import INFEASIBLE, EnergyCache
+from energy.dataflow import BASELINE, NETWORK_INPUT, Dataflow, chain_dataflow
+from energy.engines import (METRICS, PLAIN, DramCosts, Engine, MappingError, OnChipBuffer, Residency, detail,
+                            get_engine)
+from energy.layers import LayerGeometry
 from sw.durable import atomic_write
 from sw.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
 DERIVED = {
-    "dram_bits": [c for c in METRICS if c.startswith("dram_") and c.endswith("_bits") and c != "dram_word_bits"],
+    "dram_bits": [c for c in METRICS if c.startswith("dram_") and c.endswith(("_read_bits", "_write_bits"))],
     "dram_words": [c for c in METRICS if c.startswith("dram_") and c.endswith("_words")],
 }
 COLUMNS = [*METRICS, *DERIVED]
 ALIASES = {"dram_energy": "dram_energy_uj", "energy": "energy_total_uj", "energy_total": "energy_total_uj",
            "latency": "latency_cycles"}
 PJ_PER_UJ = 1e6
+ELEMENTWISE = ("ignored", "fused", "separate")
+RESIDENCY_VARIANTS = {(0, 0): PLAIN, (1, 0): Residency(True, False), (0, 1): Residency(False, True),
+                      (1, 1): Residency(True, True)}
 
 
 def resolve_column(name: str) -> tuple[str, float]:
@@ -69,24 +87,42 @@ class TableSpec:
     mode: str = "tied"  # tied: weight bits == input bits; separate: every combination
     baseline_bits: int = 8
     workers: int = 2
+    batch: int = 1
+    residency: bool = False
+    elementwise: str = "ignored"
+    lpf_limit: int = 6
+    spatial_mappings: int = 3
+    mapping: str | None = None
 
     @classmethod
     def from_workload(cls, workload, workers: int | None = None) -> "TableSpec":
         e = energy_section(workload)
         lo, hi = workload.search.bits.lower, workload.search.bits.upper
         base = workload.quantization.baseline_bits
+        mapping = e["mapping"]
         return cls(engine=e["engine"], accelerator=e["accelerator"], mapping_objective=e["mapping_objective"],
                    bits=tuple(sorted(set(range(lo, hi + 1)) | {base})), mode=workload.quantization.explore,
-                   baseline_bits=base, workers=workers or e["workers"])
+                   baseline_bits=base, workers=workers or e["workers"], batch=e["batch_size"],
+                   residency=e["residency"], elementwise=e["elementwise"], lpf_limit=e["lpf_limit"],
+                   spatial_mappings=e["spatial_mappings"], mapping=str(mapping) if mapping else None)
 
     def input_pairs(self) -> list[tuple[int, int]]:
         if self.mode == "tied":
             return [(b, b) for b in self.bits]
         return [(wb, ib) for wb in self.bits for ib in self.bits]
 
+    @property
+    def needs_graph(self) -> bool:
+        return self.residency or self.elementwise != "ignored"
+
+    def make_engine(self) -> Engine:
+        return get_engine(self.engine, self.accelerator, self.mapping_objective, lpf_limit=self.lpf_limit,
+                          spatial_mappings=self.spatial_mappings, mapping=self.mapping)
+
 
 ENERGY_DEFAULTS = {"engine": "zigzag", "accelerator": "eyeriss_like", "objective": "dram_energy", "word_bits": 32,
-                   "mapping_objective": "energy", "workers": 2, "cache": None}
+                   "mapping_objective": "energy", "workers": 2, "cache": None, "batch_size": 1, "residency": False,
+                   "elementwise": "ignored", "lpf_limit": 6, "spatial_mappings": 3, "mapping": None}
 
 
 def energy_section(workload) -> dict:
@@ -112,53 +148,167 @@ class BuildStats:
     geometries: int = 0
     hits: int = 0
     misses: int = 0
+    infeasible: int = 0   # residency evaluations without a valid mapping (the tensor goes to DRAM)
+    damaged: int = 0      # cache rows that could not be read (recomputed)
     seconds: float = 0.0
     cache: Path | None = None
     csv: Path | None = None
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class Resolved:
+    """One configuration resolved per layer (forward order): bit widths, residency, table indices."""
+
+    weight_bits: np.ndarray
+    input_bits: np.ndarray
+    output_bits: np.ndarray
+    input_on_chip: np.ndarray
+    output_on_chip: np.ndarray
+    index: tuple[np.ndarray, ...]
+    delta: dict[str, np.ndarray]
 
 
 class EnergyTable:
-    """Per-layer metrics as dense arrays `[layer, weight bits, input bits, output bits]` (NaN: not computed).
+    """Per-layer metrics as dense arrays `[layer, weight bits, input bits, output bits, input on chip,
+    output on chip]` (NaN: not computed or no valid mapping).
 
-    `lookup` is the search's cost function: vectorised numpy indexing, well under 1 ms for resnet18.
+    `lookup` is the search's cost function: numpy indexing plus a short pass over the layers that
+    may keep their output on chip, well under 1 ms for resnet18.
     """
 
     def __init__(self, layers: Mapping[str, LayerGeometry], bits: Sequence[int], baseline_bits: int,
-                 data: Mapping[str, np.ndarray], spec: TableSpec | None = None):
+                 data: Mapping[str, np.ndarray], spec: TableSpec | None = None, *, dataflow: Dataflow | None = None,
+                 dram: DramCosts | None = None, buffer: OnChipBuffer | None = None,
+                 entries: Mapping[str, Mapping[tuple[int, int, int], dict]] | None = None):
         self.layers = dict(layers)
         self.layer_names = list(layers)
         self.bits = list(bits)
         self.baseline_bits = baseline_bits
-        self.data = dict(data)
+        # arrays without the on-chip axes ([layer, wb, ib, ob]) are the per-layer view
+        self.data = {c: a[..., None, None] if a.ndim == 4 else a for c, a in data.items()}
         self.spec = spec
+        self.dataflow = dataflow or chain_dataflow(self.layers)
+        self.dram = dram
+        self.buffer = buffer
+        self.entries = entries or {}
+        self.residency = self.data["energy_total_pj"].shape[-1] == 2
+        self.elementwise = spec.elementwise if spec else "ignored"
+        n = len(self.layer_names)
+        batch = np.array([g.batch for g in self.layers.values()], dtype=np.int64)
+        flows = self.dataflow.flows
         self._index = np.full(max(self.bits) + 1, -1, dtype=np.int64)
         self._index[self.bits] = np.arange(len(self.bits))
-        self._rows = np.arange(len(self.layer_names))
-        self._position = {name: i for i, name in enumerate(self.layer_names)}
+        self._rows = np.arange(n)
+        width = max(len(f.precision_from) for f in flows)
+        self._precision = np.full((n, width), n, dtype=np.int64)  # n: the baseline column
+        for k, f in enumerate(flows):
+            self._precision[k, :len(f.precision_from)] = [n if s == BASELINE else s for s in f.precision_from]
+        self._out_values = np.array([f.output_values for f in flows], dtype=np.int64) * batch
+        self._stored_values = np.array([f.stored_values for f in flows], dtype=np.int64) * batch
+        self._pooled = np.array([f.pooled for f in flows])
+        self._add_from = np.array([-2 if f.add_operand is None else n if f.add_operand == NETWORK_INPUT
+                                   else f.add_operand for f in flows], dtype=np.int64)
+        self._add_values = np.array([f.add_values for f in flows], dtype=np.int64) * batch
+        self._chain = [k for k, f in enumerate(flows) if f.chain_next and k + 1 < n]
 
-    def _indices(self, layer_bits: Mapping[str, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # -- configurations ---------------------------------------------------------------------------
+    def resolve(self, layer_bits: Mapping[str, tuple[int, int]]) -> Resolved:
+        """Bit widths, residency and table indices of every layer for {layer: (weight bits, input bits)}."""
         base = self.baseline_bits
         pairs = np.array([layer_bits.get(n, (base, base)) for n in self.layer_names], dtype=np.int64).reshape(-1, 2)
         wb, ib = pairs[:, 0], pairs[:, 1]
-        ob = np.append(ib[1:], base)
-        try:
-            idx = self._index[wb], self._index[ib], self._index[ob]
-        except IndexError:
-            idx = None
-        if idx is None or min(i.min() for i in idx) < 0 or (wb < 0).any() or (ib < 0).any():
+        ob = np.append(ib, base)[self._precision].max(axis=1)
+        if (wb < 0).any() or (ib < 0).any() or max(wb.max(), ib.max(), ob.max()) >= len(self._index):
             raise DataError(f"energy table covers bits {self.bits}; got {dict(layer_bits)}")
-        return idx
+        w, i, o = self._index[wb], self._index[ib], self._index[ob]
+        if min(w.min(), i.min(), o.min()) < 0:
+            raise DataError(f"energy table covers bits {self.bits}; got {dict(layer_bits)}")
+        rin = np.zeros(len(wb), dtype=np.int64)
+        rout = np.zeros(len(wb), dtype=np.int64)
+        if self.residency and self.buffer is not None:
+            total = self.data["energy_total_pj"]
+            fits = self._stored_values * ob <= self.buffer.size_bits
+            for k in self._chain:
+                if not fits[k]:
+                    continue
+                at, nxt = (k, w[k], i[k], o[k], rin[k]), (k + 1, w[k + 1], i[k + 1], o[k + 1])
+                on_chip = total[(*at, 1)] + total[(*nxt, 1, 0)]
+                # keep the tensor on chip when both layers map with it there and it saves energy
+                if on_chip < total[(*at, 0)] + total[(*nxt, 0, 0)] + self._pooled_store_saving(at):
+                    rout[k] = rin[k + 1] = 1
+        index = (self._rows, w, i, o, rin, rout) if self.residency else (self._rows, w, i, o, 0, 0)
+        resolved = Resolved(wb, ib, ob, rin.astype(bool), rout.astype(bool), index, {})
+        resolved.delta = self._dataflow_delta(resolved)
+        return resolved
 
-    def per_layer(self, layer_bits: Mapping[str, tuple[int, int]], column: str) -> np.ndarray:
-        """One value per layer (forward order) for a configuration {layer: (weight bits, input bits)}."""
+    def _pooled_store_saving(self, at: tuple) -> float:
+        """DRAM energy a fused pooling takes off layer `at[0]`'s output store (<= 0) when it goes to DRAM."""
+        k = at[0]
+        if self.elementwise != "fused" or not self._pooled[k] or self.dram is None:
+            return 0.0
+        final_bits = int(np.nan_to_num(self.data["dram_o_final_bits"][(*at, 0)]))
+        precision = final_bits // max(int(self._out_values[k]), 1)
+        saved = self.dram.words(int(self._stored_values[k]), precision) - self.dram.words(int(self._out_values[k]),
+                                                                                          precision)
+        return saved * self.dram.write_pj
+
+    def _dataflow_delta(self, r: Resolved) -> dict[str, np.ndarray]:
+        """DRAM traffic of pooling and residual adds that the per-layer engine results do not contain."""
+        if self.elementwise == "ignored" or self.dram is None:
+            return {}
+        n = len(self.layer_names)
+        zero = np.zeros(n)
+        delta: dict[str, np.ndarray] = {}
+
+        def add(op: str, direction: str, values: np.ndarray, bits: np.ndarray, sign: int = 1) -> None:
+            words = -(-(values * bits) // self.dram.word_bits)
+            pj = self.dram.read_pj if direction == "read" else self.dram.write_pj
+            for column, amount in ((f"dram_{op}_{direction}_bits", values * bits), (f"dram_{op}_{direction}_words", words),
+                                   (f"dram_{op}_energy_pj", words * pj)):
+                delta[column] = delta.get(column, zero) + sign * amount
+
+        has_add = self._add_from >= 0
+        other_bits = np.append(r.output_bits, self.baseline_bits)[np.where(has_add, self._add_from, n)]
+        no_add = np.zeros(n, dtype=np.int64)
+        add_values = np.where(has_add, self._add_values, no_add)
+        if self.elementwise == "fused":
+            final_bits = np.nan_to_num(self.data["dram_o_final_bits"][r.index]).astype(np.int64)
+            pooled = self._pooled & ~r.output_on_chip & (final_bits > 0)
+            precision = np.where(pooled, final_bits // np.maximum(self._out_values, 1), 0)
+            add("o", "write", np.where(pooled, self._out_values, 0), precision, sign=-1)
+            add("o", "write", np.where(pooled, self._stored_values, 0), precision)
+            delta["dram_o_final_bits"] = delta["dram_o_write_bits"].copy()
+            add("i", "read", add_values, other_bits)
+        else:  # separate passes over DRAM
+            pool_values = np.where(self._pooled, 1, 0)
+            add("o", "read", pool_values * self._out_values, r.output_bits)
+            add("o", "write", pool_values * self._stored_values, r.output_bits)
+            add("o", "read", add_values, r.output_bits)
+            add("i", "read", add_values, other_bits)
+            add("o", "write", add_values, r.output_bits)
+        energy = sum(delta.get(f"dram_{op}_energy_pj", zero) for op in ("w", "i", "o"))
+        delta["dram_energy_pj"] = energy
+        delta["energy_total_pj"] = energy
+        for column, parts in DERIVED.items():
+            delta[column] = sum(delta.get(p, zero) for p in parts)
+        return delta
+
+    def column(self, resolved: Resolved, column: str) -> np.ndarray:
+        """One value per layer of `column` for a resolved configuration."""
         stored, factor = resolve_column(column)
-        w, i, o = self._indices(layer_bits)
-        values = self.data[stored][self._rows, w, i, o]
+        values = self.data[stored][resolved.index]
         if np.isnan(values).any():
             missing = [self.layer_names[k] for k in np.flatnonzero(np.isnan(values))]
             raise DataError(f"energy table has no entry for {missing[0]} at this configuration "
                             f"(table mode {self.spec.mode if self.spec else '?'}): rebuild it for this workload")
+        if stored in resolved.delta:
+            values = values + resolved.delta[stored]
         return values * factor
+
+    def per_layer(self, layer_bits: Mapping[str, tuple[int, int]], column: str) -> np.ndarray:
+        """One value per layer (forward order) for a configuration {layer: (weight bits, input bits)}."""
+        return self.column(self.resolve(layer_bits), column)
 
     def lookup(self, layer_bits: Mapping[str, tuple[int, int]], column: str) -> float:
         """Sum over layers of `column` for a configuration {layer: (weight bits, input bits)}."""
@@ -167,19 +317,82 @@ class EnergyTable:
     def uniform(self, bits: int) -> dict[str, tuple[int, int]]:
         return {n: (bits, bits) for n in self.layer_names}
 
+    # -- files ------------------------------------------------------------------------------------
+    def _computed(self):
+        """(layer index, name, wi, ii, oi, input on chip, output on chip) of every computed entry."""
+        total = self.data["energy_total_pj"]
+        for li, name in enumerate(self.layer_names):
+            for wi, ii, oi, a, b in zip(*np.nonzero(~np.isnan(total[li]))):
+                yield li, name, wi, ii, oi, a, b
+
     def write_csv(self, path: str | Path) -> Path:
-        """One row per layer and computed (weight, input, output) bits; energies in pJ."""
+        """One row per layer and computed (weight, input, output) bits and residency; energies in pJ."""
         path = Path(path)
         with atomic_write(path, newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["layer", "geometry", "weight_bits", "input_bits", "output_bits", *COLUMNS])
-            for li, name in enumerate(self.layer_names):
-                block = self.data["energy_total_pj"][li]
-                for wi, ii, oi in zip(*np.nonzero(~np.isnan(block))):
-                    values = [self.data[c][li, wi, ii, oi] for c in COLUMNS]
-                    writer.writerow([name, self.layers[name].describe(), self.bits[wi], self.bits[ii], self.bits[oi],
-                                     *(f"{v:.6g}" if v % 1 else f"{int(v)}" for v in values)])
+            writer.writerow(["layer", "geometry", "weight_bits", "input_bits", "output_bits", "input_on_chip",
+                             "output_on_chip", *COLUMNS])
+            for li, name, wi, ii, oi, a, b in self._computed():
+                values = [self.data[c][li, wi, ii, oi, a, b] for c in COLUMNS]
+                writer.writerow([name, self.layers[name].describe(), self.bits[wi], self.bits[ii], self.bits[oi],
+                                 int(a), int(b), *(_number(v) for v in values)])
         return path
+
+    def write_levels_csv(self, path: str | Path) -> Path:
+        """Per memory: one row per layer, computed bits and residency, memory and operand."""
+        path = Path(path)
+        with atomic_write(path, newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["layer", "weight_bits", "input_bits", "output_bits", "input_on_chip", "output_on_chip",
+                             "memory", "level", "operand", "read_words", "write_words", "read_bits", "write_bits",
+                             "energy_pj"])
+            for li, name, wi, ii, oi, a, b in self._computed():
+                key = self.layers[name].key() + RESIDENCY_VARIANTS[(int(a), int(b))].suffix
+                metrics = self.entries.get(key, {}).get((self.bits[wi], self.bits[ii], self.bits[oi]), {})
+                for level, memory, operand, fields in detail(metrics):
+                    writer.writerow([name, self.bits[wi], self.bits[ii], self.bits[oi], int(a), int(b), memory, level,
+                                     operand, *(_number(fields.get(f, 0.0)) for f in
+                                                ("read_words", "write_words", "read_bits", "write_bits", "energy_pj"))])
+        return path
+
+    VS_BITS_COLUMNS = ("dram_energy_pj", "dram_w_energy_pj", "dram_i_energy_pj", "dram_o_energy_pj", "dram_bits",
+                       "gb_energy_pj", "rf_energy_pj", "mac_energy_pj", "onchip_energy_pj", "energy_total_pj",
+                       "latency_cycles", "utilization")
+
+    def vs_bits(self) -> list[dict[str, Any]]:
+        """Every layer at every uniform bit width, as the search sees it (dataflow and residency applied),
+        with the DRAM energy a linear scaling from the largest width would predict."""
+        rows = []
+        top = max(self.bits)
+        reference = self.column(self.resolve(self.uniform(top)), "dram_energy_pj")
+        for bits in self.bits:
+            resolved = self.resolve(self.uniform(bits))
+            columns = {c: self.column(resolved, c) for c in self.VS_BITS_COLUMNS}
+            for k, name in enumerate(self.layer_names):
+                linear = reference[k] * bits / top
+                rows.append({"layer": name, "bits": bits, "output_bits": int(resolved.output_bits[k]),
+                             "input_on_chip": int(resolved.input_on_chip[k]),
+                             "output_on_chip": int(resolved.output_on_chip[k]),
+                             **{c: float(v[k]) for c, v in columns.items()},
+                             "dram_energy_linear_pj": float(linear),
+                             "dram_vs_linear": float(columns["dram_energy_pj"][k] / linear) if linear else float("nan")})
+        return rows
+
+    def write_vs_bits_csv(self, path: str | Path) -> Path:
+        rows = self.vs_bits()
+        path = Path(path)
+        with atomic_write(path, newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: _number(v) if isinstance(v, float) else v for k, v in row.items()})
+        return path
+
+
+def _number(v: float) -> str:
+    if np.isnan(v):
+        return ""
+    return f"{v:.6g}" if v % 1 else f"{int(v)}"
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -188,48 +401,109 @@ def _worker_init(verbose: bool) -> None:
     logging.getLogger("zigzag").setLevel(logging.INFO if verbose else logging.ERROR)
 
 
-def _evaluate_task(task: tuple) -> tuple[str, int, int, dict[int, dict[str, float]], float]:
-    engine, geometry, wb, ib, obs = task
+def _evaluate_task(task: tuple) -> tuple:
+    """(key, wb, ib, obs, residency, results or None, error message or None, seconds)."""
+    engine, geometry, wb, ib, obs, residency = task
     start = time.perf_counter()
-    results = engine.evaluate(geometry, wb, ib, obs)
-    return geometry.key(), wb, ib, results, time.perf_counter() - start
+    try:  # engines without residency support take no residency argument
+        results = (engine.evaluate(geometry, wb, ib, obs) if residency == PLAIN
+                   else engine.evaluate(geometry, wb, ib, obs, residency))
+        error = None
+    except MappingError as exc:
+        results, error = None, str(exc)
+    return geometry.key() + residency.suffix, wb, ib, obs, residency, results, error, time.perf_counter() - start
+
+
+def _needed(layers: Sequence[LayerGeometry], dataflow: Dataflow, spec: TableSpec,
+            buffer: OnChipBuffer | None) -> dict[tuple[str, Residency], dict[tuple[int, int], set[int]]]:
+    """{(geometry key, residency): {(wb, ib): output widths}} every configuration of `spec` may look up.
+
+    Residency evaluations are only asked where the tensor fits the buffer at those bits.
+    """
+    bits = list(spec.bits)
+    need: dict[tuple[str, Residency], dict[tuple[int, int], set[int]]] = {}
+
+    def want(g: LayerGeometry, residency: Residency, pair: tuple[int, int], obs) -> None:
+        if obs:
+            need.setdefault((g.key(), residency), {}).setdefault(pair, set()).update(obs)
+
+    flows = dataflow.flows
+    for k, g in enumerate(layers):
+        for wb, ib in spec.input_pairs():
+            want(g, PLAIN, (wb, ib), bits)
+            if not spec.residency or buffer is None:
+                continue
+            # the engine holds the layer's whole (unpooled) output in the buffer: a necessary condition
+            out_obs = [ob for ob in bits if flows[k].chain_next and g.n_outputs * ob <= buffer.size_bits]
+            input_fits = (k > 0 and flows[k - 1].chain_next
+                          and flows[k - 1].stored_values * layers[k - 1].batch * ib <= buffer.size_bits)
+            want(g, Residency(False, True), (wb, ib), out_obs)
+            if input_fits:
+                want(g, Residency(True, False), (wb, ib), bits)
+                want(g, Residency(True, True), (wb, ib), out_obs)
+    return need
 
 
 def build_from_layers(layers: Mapping[str, LayerGeometry], spec: TableSpec, cache_file: str | Path,
-                      *, use_cache: bool = True, progress: bool = False, verbose: bool = False,
-                      engine: Engine | None = None) -> tuple[EnergyTable, BuildStats]:
-    """Evaluate (or read from the cache) every layer at every bit width of `spec`."""
+                      *, dataflow: Dataflow | None = None, use_cache: bool = True, progress: bool = False,
+                      verbose: bool = False, engine: Engine | None = None) -> tuple[EnergyTable, BuildStats]:
+    """Evaluate (or read from the cache) every layer at every bit width of `spec`.
+
+    `layers` are traced at batch 1; the table evaluates them at `spec.batch`. `dataflow` defaults
+    to the forward-order chain (the per-layer view).
+    """
     start = time.perf_counter()
-    engine = engine or get_engine(spec.engine, spec.accelerator, spec.mapping_objective)
+    layers = {name: replace(g, batch=spec.batch) for name, g in layers.items()}
+    dataflow = dataflow or chain_dataflow(layers)
+    if spec.needs_graph and not dataflow.traced:
+        raise UserError("energy.residency / energy.elementwise need the model's traced dataflow")
+    if spec.elementwise not in ELEMENTWISE:
+        raise UserError(f"energy.elementwise: expected one of {', '.join(ELEMENTWISE)}, got {spec.elementwise!r}")
+    engine = engine or spec.make_engine()
     engine.check()
-    cache = EnergyCache(cache_file, engine.name, engine.version(), engine.accelerator_id())
+    buffer = engine.activation_buffer() if spec.residency else None
+    if spec.residency and (not engine.supports_residency or buffer is None):
+        raise UserError(f"energy.residency: engine {engine.name} on accelerator {spec.accelerator!r} cannot keep "
+                        f"activations on chip (no on-chip memory holds both inputs and outputs); set residency: false")
+    dram = engine.dram_costs() if spec.elementwise != "ignored" else None
+    cache = EnergyCache(cache_file, engine.name, f"{engine.version()} {engine.settings_id()}", engine.accelerator_id())
     stats = BuildStats(layers=len(layers), cache=Path(cache_file))
+    geometry_of = {g.key(): g for g in layers.values()}
+    first_name: dict[str, str] = {}
+    for name, g in layers.items():
+        first_name.setdefault(g.key(), name)
+    stats.geometries = len(geometry_of)
     try:
-        by_key: dict[str, LayerGeometry] = {}
-        first_name: dict[str, str] = {}
-        for name, g in layers.items():
-            by_key.setdefault(g.key(), g)
-            first_name.setdefault(g.key(), name)
-        stats.geometries = len(by_key)
-        obs = list(spec.bits)
-        needed = set(METRICS)
-        known = {k: ({bits: m for bits, m in cache.get(k).items() if needed <= m.keys()} if use_cache else {})
-                 for k in by_key}
+        need = _needed(list(layers.values()), dataflow, spec, buffer)
+        known: dict[str, dict[tuple[int, int, int], dict]] = {}
         tasks = []
-        for key, g in by_key.items():
-            for wb, ib in spec.input_pairs():
-                if all((wb, ib, ob) in known[key] for ob in obs):
+        for (gkey, residency), pairs in need.items():
+            key = gkey + residency.suffix
+            rows, damaged = cache.get(key) if use_cache else ({}, 0)
+            stats.damaged += damaged
+            known[key] = rows
+            for (wb, ib), obs in pairs.items():
+                if all((wb, ib, ob) in rows for ob in obs):
                     stats.hits += 1
                 else:
-                    tasks.append((engine, g, wb, ib, obs))
+                    tasks.append((engine, geometry_of[gkey], wb, ib, sorted(obs), residency))
         stats.misses = len(tasks)
-        for key, wb, ib, results in _run_tasks(tasks, spec.workers, progress, verbose):
-            rows = [(wb, ib, ob, m) for ob, m in results.items()]
-            cache.put(key, first_name[key], rows)
+        tasks.sort(key=lambda t: -t[1].macs)  # largest first: the pool's tail stays short
+        for key, wb, ib, obs, residency, results, error in _run_tasks(tasks, spec.workers, progress, verbose):
+            if error is not None:
+                if residency == PLAIN:
+                    raise UserError(f"layer {first_name[key]}: {error}")
+                results = {}
+            if any(ob not in results for ob in obs):  # residency: widths whose tensor the mapper cannot hold
+                stats.infeasible += 1
+                results = {**{ob: dict(INFEASIBLE) for ob in obs}, **results}
+            cache.put(key, first_name[key.split("+")[0]], [(wb, ib, ob, m) for ob, m in results.items()])
             known[key].update({(wb, ib, ob): m for ob, m in results.items()})
     finally:
         cache.close()
-    table = _assemble(layers, spec, known)
+    if stats.damaged:
+        log.warning("%s: %d damaged cache rows were recomputed", cache_file, stats.damaged)
+    table = _assemble(layers, spec, known, dataflow, dram, buffer)
     stats.seconds = time.perf_counter() - start
     return table, stats
 
@@ -241,9 +515,9 @@ def _run_tasks(tasks: list, workers: int, progress: bool, verbose: bool):
     try:
         if workers <= 1 or len(tasks) <= 1:
             for task in tasks:
-                key, wb, ib, results, _ = _evaluate_task(task)
+                *result, _ = _evaluate_task(task)
                 bar.update()
-                yield key, wb, ib, results
+                yield tuple(result)
             return
         # spawn: never fork a process that holds torch threads; an executor (unlike Pool) fails
         # instead of hanging when a worker dies.
@@ -253,9 +527,9 @@ def _run_tasks(tasks: list, workers: int, progress: bool, verbose: bool):
             futures = [pool.submit(_evaluate_task, task) for task in tasks]
             try:
                 for future in as_completed(futures):
-                    key, wb, ib, results, _ = future.result()
+                    *result, _ = future.result()
                     bar.update()
-                    yield key, wb, ib, results
+                    yield tuple(result)
             except BrokenProcessPool:
                 raise UserError("energy: a worker process died (out of memory?); the entries computed so far "
                                 "are cached: run again, perhaps with fewer workers") from None
@@ -267,35 +541,73 @@ def _run_tasks(tasks: list, workers: int, progress: bool, verbose: bool):
         bar.close()
 
 
-def _assemble(layers: Mapping[str, LayerGeometry], spec: TableSpec, known: dict) -> EnergyTable:
+def _assemble(layers: Mapping[str, LayerGeometry], spec: TableSpec, known: dict, dataflow: Dataflow,
+              dram: DramCosts | None, buffer: OnChipBuffer | None) -> EnergyTable:
     bits = list(spec.bits)
     pos = {b: i for i, b in enumerate(bits)}
-    shape = (len(layers), len(bits), len(bits), len(bits))
+    r = 2 if spec.residency else 1
+    shape = (len(layers), len(bits), len(bits), len(bits), r, r)
     data = {c: np.full(shape, np.nan) for c in COLUMNS}
     for li, g in enumerate(layers.values()):
-        for (wb, ib, ob), m in known[g.key()].items():
-            if wb in pos and ib in pos and ob in pos:
-                at = (li, pos[wb], pos[ib], pos[ob])
-                for c in METRICS:
-                    data[c][at] = m[c]
-                for c, parts in DERIVED.items():
-                    data[c][at] = sum(m[p] for p in parts)
-    return EnergyTable(layers, bits, spec.baseline_bits, data, spec)
+        for (a, b), residency in RESIDENCY_VARIANTS.items():
+            if max(a, b) >= r:
+                continue
+            for (wb, ib, ob), m in known.get(g.key() + residency.suffix, {}).items():
+                if wb in pos and ib in pos and ob in pos and "infeasible" not in m:
+                    at = (li, pos[wb], pos[ib], pos[ob], a, b)
+                    for c in METRICS:
+                        data[c][at] = m.get(c, np.nan)  # an engine without a breakdown leaves it NaN
+                    for c, parts in DERIVED.items():
+                        data[c][at] = sum(m[p] for p in parts)
+    return EnergyTable(layers, bits, spec.baseline_bits, data, spec, dataflow=dataflow, dram=dram, buffer=buffer,
+                       entries=known)
+
+
+def workload_layers_and_dataflow(workload, spec: TableSpec) -> tuple[dict[str, LayerGeometry], Dataflow]:
+    """The workload's layers (batch 1) and, when the spec needs it, the traced dataflow between them."""
+    from energy.dataflow import trace_dataflow
+    from energy.layers import trace_layers
+    from sw.models import build_architecture
+
+    model = build_architecture(workload)
+    layers = trace_layers(model, workload.model.input_shape)
+    if not spec.needs_graph:
+        return layers, chain_dataflow(layers)
+    try:
+        return layers, trace_dataflow(model, workload.model.input_shape, layers)
+    except UserError as exc:
+        raise UserError(f"{workload.path}: {exc}") from None
+
+
+def results_files(workload) -> dict[str, Path]:
+    folder = Path(workload.results.dir) / workload.name
+    return {"table": csv_path(workload), "levels": folder / "energy_levels.csv",
+            "vs_bits": folder / "energy_vs_bits.csv", "plot": folder / "energy_vs_bits.png"}
 
 
 def build_table(workload, *, workers: int | None = None, use_cache: bool = True, progress: bool = False,
                 verbose: bool = False, write_csv: bool = True) -> tuple[EnergyTable, BuildStats]:
-    """The energy table of a workload (missing entries computed), plus build statistics."""
+    """The energy table of a workload (missing entries computed), plus build statistics.
+
+    With `write_csv`, writes results/<name>/energy_table.csv (per layer and bits, every column),
+    energy_levels.csv (per memory), energy_vs_bits.csv and energy_vs_bits.png (uniform bits).
+    """
     spec = TableSpec.from_workload(workload, workers)
-    engine = get_engine(spec.engine, spec.accelerator, spec.mapping_objective)
+    engine = spec.make_engine()
     try:
         engine.check()
     except UserError as exc:  # settings come from the workload: name its file
         raise UserError(f"{workload.path}: {exc}") from None
-    table, stats = build_from_layers(workload_layers(workload), spec, cache_path(workload), use_cache=use_cache,
+    layers, dataflow = workload_layers_and_dataflow(workload, spec)
+    table, stats = build_from_layers(layers, spec, cache_path(workload), dataflow=dataflow, use_cache=use_cache,
                                      progress=progress, verbose=verbose, engine=engine)
     if write_csv:
-        stats.csv = table.write_csv(csv_path(workload))
+        from energy.plot import plot_vs_bits
+
+        files = results_files(workload)
+        stats.csv = table.write_csv(files["table"])
+        stats.files = [stats.csv, table.write_levels_csv(files["levels"]), table.write_vs_bits_csv(files["vs_bits"]),
+                       plot_vs_bits(table, files["plot"], title=f"{workload.name} on {spec.accelerator}")]
     return table, stats
 
 

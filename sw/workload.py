@@ -190,6 +190,12 @@ RESULTS = Section({
 }, default={})
 
 
+def _check_energy(cfg: Config, file: Any, key: str) -> None:
+    if cfg.residency and cfg.elementwise != "fused":
+        raise WorkloadError(file, f"{key}.elementwise", "fused when energy.residency is true (a tensor that stays "
+                            "on chip is pooled and added on chip)", cfg.elementwise)
+
+
 ENERGY = Section({
     "engine": Scalar(str, default="zigzag", choices=("zigzag", "timeloop")),
     "accelerator": Scalar(str, default="eyeriss_like", doc="shipped accelerator name or a path to a definition file"),
@@ -198,7 +204,16 @@ ENERGY = Section({
     "mapping_objective": Scalar(str, default="energy", choices=("energy", "latency")),
     "workers": Scalar(int, default=2, min=1),
     "cache": PathSpec(default=None, nullable=True, doc="SQLite cache; default results/energy_cache.sqlite"),
-}, default=None, nullable=True)
+    "batch_size": Scalar(int, default=1, min=1, doc="images per evaluated batch (weights are reused across it)"),
+    "residency": Scalar(bool, default=False,
+                        doc="activations that fit the on-chip buffer at their bits stay there for the next layer"),
+    "elementwise": Scalar(str, default="ignored", choices=("ignored", "fused", "separate"),
+                          doc="pooling and residual adds: not modelled, fused into the producing layer, or own DRAM passes"),
+    "mapping": Scalar(str, default=None, nullable=True,
+                      doc="mapping / spatial-unrolling file of the accelerator (path or shipped name)"),
+    "lpf_limit": Scalar(int, default=6, min=1, max=12, doc="loop prime factors the temporal mapping search permutes"),
+    "spatial_mappings": Scalar(int, default=3, min=1, doc="spatial mappings generated and searched per layer"),
+}, default=None, nullable=True, check=_check_energy)
 
 
 def _check_problem(config: Config, file: Any) -> None:

@@ -22,6 +22,16 @@ Modelling (see energy/README.md, "Timeloop"):
 - Each operand's DRAM is the outermost storage level that keeps it (an accelerator may split DRAM
   into one level per operand, each at its own word width), and it must be a DRAM level.
 - Output bits: one full mapper search per requested output width (nothing is scaled or reused).
+- Per-level breakdown: every storage level of the stats file becomes one record per operand it
+  keeps: the DRAM levels (technology DRAM) as `dram`, a level with one instance (shared by the
+  whole array) as `gb`, a level with several instances (per PE) as `rf`. On-chip bits are the
+  accesses times the level's datawidth (what Timeloop modelled, e.g. partial sums at PSUM_BITS);
+  energies are Timeloop's per-operand totals, with each level's remainder (leakage, address
+  generation, reductions: its share of the summary's fJ/Compute minus its operands' energies)
+  given to the operands in proportion, so every column adds up to Timeloop's own total.
+- Not modelled with Timeloop: activations kept on chip between layers (`energy.residency`) and
+  the DRAM traffic of pooling / residual adds (`energy.elementwise` other than `ignored`); the
+  table refuses both with one line.
 """
 
 from __future__ import annotations
@@ -40,8 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from energy.engines import Engine, Metrics
-from energy.engines.zigzag import psum_bits
+from energy.engines import PLAIN, DramCosts, Engine, LevelAccess, Metrics, Residency, psum_bits, summarise
 from energy.layers import LayerGeometry
 from sw.errors import UserError
 
@@ -211,6 +220,9 @@ class TimeloopStats:
     computes: float
     cycles: float
     energy_total_pj: float
+    compute_instances: float = 1.0  # arithmetic units of the array
+    utilized_compute_instances: float = 1.0  # of which the mapping uses
+    level_energy_pj: dict[str, float] = field(default_factory=dict)  # summary fJ/Compute x computes, per level
 
     def backing_level(self, dataspace: str) -> LevelStats:
         """The outermost level that keeps `dataspace`: where it lives before and after the layer."""
@@ -266,6 +278,9 @@ def parse_stats(text: str) -> TimeloopStats:
         if "Computes (total)" in block:  # the arithmetic level
             compute_energy = _number(r"Energy \(total\)", block, "Energy (total)")
             computes = _actual(r"Computes \(total\)", block)
+            compute_instances = _number(r"(?m)^\s*Instances", block, "Instances")
+            utilized = re.search(r"(?m)^\s*Utilized instances\s*:\s*([-+\d.eE]+)", block)
+            utilized_instances = float(utilized.group(1)) if utilized else compute_instances
             continue
         specs, _, stats = block.partition("\n    STATS\n")
         level = LevelStats(
@@ -285,10 +300,14 @@ def parse_stats(text: str) -> TimeloopStats:
     if not summary or summary == text:
         raise StatsError("no 'Summary Stats' in the Timeloop stats")
     cycles = _number(r"(?m)^Cycles", summary, "Cycles")
-    total_fj = _number(r"(?m)^\s*Total", summary.partition("\nfJ/Compute\n")[2], "fJ/Compute Total")
+    per_compute = summary.partition("\nfJ/Compute\n")[2]
+    total_fj = _number(r"(?m)^\s*Total", per_compute, "fJ/Compute Total")
     total_computes = _actual("Computes", summary)
+    level_energy = {lv.name: float(m.group(1)) * total_computes / 1000.0 for lv in levels
+                    if (m := re.search(rf"(?m)^\s*{re.escape(lv.name)}\s*=\s*([-+\d.eE]+)", per_compute))}
     return TimeloopStats(levels=levels, compute_energy_pj=compute_energy, computes=computes, cycles=cycles,
-                         energy_total_pj=total_fj * total_computes / 1000.0)
+                         energy_total_pj=total_fj * total_computes / 1000.0, compute_instances=compute_instances,
+                         utilized_compute_instances=utilized_instances, level_energy_pj=level_energy)
 
 
 def layer_metrics(stats: TimeloopStats, geometry: LayerGeometry, bits: dict[str, int]) -> Metrics:
@@ -298,32 +317,39 @@ def layer_metrics(stats: TimeloopStats, geometry: LayerGeometry, bits: dict[str,
     """
     g = geometry.groups
     real, window = input_window(geometry)
-    out: Metrics = {}
-    dram_energy = 0.0
-    word_bits = 0
-    raw_dram_input_energy = 0.0
-    for op, ds in DATASPACES.items():
-        level = stats.backing_level(ds)
+    backing = {op: stats.backing_level(ds) for op, ds in DATASPACES.items()}
+    for op, level in backing.items():
         if level.technology != "DRAM":
-            raise StatsError(f"the outermost memory holding {ds} is {level.name} ({level.technology}), not a DRAM")
-        s = level.dataspaces[ds]
-        scale = real / window if op == "i" else 1.0
-        reads, writes = s.total_reads * scale, s.total_writes * scale
-        out[f"dram_{op}_read_bits"] = reads * bits[op] * g
-        out[f"dram_{op}_write_bits"] = writes * bits[op] * g
-        out[f"dram_{op}_read_words"] = math.ceil(reads / level.values_per_word) * g
-        out[f"dram_{op}_write_words"] = math.ceil(writes / level.values_per_word) * g
-        out[f"dram_{op}_energy_pj"] = s.energy_pj * scale * g
-        if op == "i":
-            raw_dram_input_energy = s.energy_pj
-        dram_energy += out[f"dram_{op}_energy_pj"]
-        word_bits = max(word_bits, level.width_bits)
-    out["dram_word_bits"] = float(word_bits)
-    out["dram_energy_pj"] = dram_energy
-    out["energy_total_pj"] = (stats.energy_total_pj - raw_dram_input_energy) * g + out["dram_i_energy_pj"]
-    out["mac_energy_pj"] = stats.compute_energy_pj * g
-    out["latency_cycles"] = stats.cycles * g
-    return {k: float(v) for k, v in out.items()}
+            raise StatsError(f"the outermost memory holding {DATASPACES[op]} is {level.name} ({level.technology}), "
+                             f"not a DRAM")
+    records: list[LevelAccess] = []
+    for level in stats.levels:
+        kept = {op: level.dataspaces[ds] for op, ds in DATASPACES.items() if ds in level.dataspaces}
+        own = sum(s.energy_pj for s in kept.values())
+        # the level's energy outside its operands' access energies, shared in proportion; the summary
+        # prints fJ/Compute to two decimals, so a difference within that rounding is rounding
+        summary = stats.level_energy_pj.get(level.name, own)
+        rounding = 0.005e-3 * stats.computes + 0.005 * len(kept)
+        scale_energy = summary / own if own > 0 and abs(summary - own) > rounding else 1.0
+        for op, s in kept.items():
+            dram = level is backing[op]
+            if level.technology == "DRAM" and not dram:
+                raise StatsError(f"{level.name} keeps {DATASPACES[op]} but is not its outermost memory")
+            scale = real / window if dram and op == "i" else 1.0  # the zero halo is not read from DRAM
+            reads, writes = s.total_reads * scale, s.total_writes * scale
+            width = bits[op] if dram else level.word_bits
+            per_word = level.values_per_word
+            records.append(LevelAccess(
+                memory=level.name, level="dram" if dram else "gb" if level.instances == 1 else "rf", operand=op,
+                read_words=(math.ceil(reads / per_word) if dram else reads / per_word) * g,
+                write_words=(math.ceil(writes / per_word) if dram else writes / per_word) * g,
+                read_bits=reads * width * g, write_bits=writes * width * g,
+                energy_pj=s.energy_pj * scale * scale_energy * g))
+    ideal = stats.computes / stats.compute_instances
+    return summarise(records, mac_energy_pj=stats.compute_energy_pj * g, latency_cycles=stats.cycles * g,
+                     ideal_cycles=ideal * g, spatial_utilization=stats.utilized_compute_instances / stats.compute_instances,
+                     dram_word_bits=float(max(level.width_bits for level in backing.values())),
+                     dram_o_final_bits=float(geometry.n_outputs * bits["o"]))
 
 
 def failure_reason(log: str, accelergy_log: str = "") -> str:
@@ -388,8 +414,15 @@ class TimeloopEngine(Engine):
             raise UserError(f"{INSTALL_HINT} (missing: {', '.join(missing)})")
         self.files()
 
+    def dram_costs(self) -> DramCosts:
+        raise UserError("energy.elementwise: the timeloop engine models each layer on its own (its DRAM costs come "
+                        "from Accelergy per layer), so pooling / residual-add traffic is not modelled; set "
+                        "'energy.elementwise: ignored' or 'energy.engine: zigzag'")
+
     def evaluate(self, geometry: LayerGeometry, weight_bits: int, input_bits: int,
-                 output_bits: Sequence[int]) -> dict[int, Metrics]:
+                 output_bits: Sequence[int], residency: Residency = PLAIN) -> dict[int, Metrics]:
+        if residency != PLAIN:  # supports_residency is False: the table never asks
+            raise UserError("energy.residency: the timeloop engine keeps no activation on chip between layers")
         self.check()
         return {ob: self.evaluate_one(geometry, weight_bits, input_bits, ob)
                 for ob in sorted(set(int(b) for b in output_bits))}

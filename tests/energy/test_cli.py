@@ -1,5 +1,6 @@
 """`python -m energy table` end to end on a tiny workload, and its one-line errors."""
 
+import csv
 import inspect
 import os
 import subprocess
@@ -45,13 +46,27 @@ def test_table_then_cache_hits(tmp_path):
     csv_file = tmp_path / "results" / "tiny" / "energy_table.csv"
     assert csv_file.is_file() and (tmp_path / "results" / "energy_cache.sqlite").is_file()
     assert len(csv_file.read_text().splitlines()) == 1 + 2 * 2 * 2
+    # the per-memory CSV partitions each row's energy; the uniform-bits CSV and plot exist
+    rows = list(csv.DictReader(csv_file.open()))
+    levels = list(csv.DictReader((csv_file.parent / "energy_levels.csv").open()))
+    for row in rows:
+        key = tuple(row[k] for k in ("layer", "weight_bits", "input_bits", "output_bits"))
+        mine = [r for r in levels if tuple(r[k] for k in ("layer", "weight_bits", "input_bits", "output_bits")) == key]
+        assert {r["level"] for r in mine} == {"dram", "gb", "rf"}
+        for level in ("dram", "gb", "rf"):
+            total = sum(float(r["energy_pj"]) for r in mine if r["level"] == level)
+            assert total == pytest.approx(float(row[f"{level}_energy_pj"]), rel=1e-5)
+    vs_bits = list(csv.DictReader((csv_file.parent / "energy_vs_bits.csv").open()))
+    assert [(r["layer"], r["bits"]) for r in vs_bits] == [("conv", "2"), ("fc", "2"), ("conv", "8"), ("fc", "8")]
+    assert (csv_file.parent / "energy_vs_bits.png").read_bytes()[:4] == b"\x89PNG"
+    assert "DRAM energy per layer" in first.stdout
     second = run("table", str(path), "--no-progress", cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "4 cache hits, 0 computed" in second.stdout
 
 
 @pytest.mark.parametrize("energy, message", [
-    ("energy: {accelerator: warp_drive}", "energy.accelerator: expected a ZigZag accelerator"),
+    ("energy: {accelerator: warp_drive}", "energy.accelerator: expected a shipped accelerator"),
     ("energy: {engine: timeloop, accelerator: some/dir}", "engine 'timeloop' needs Timeloop"),
 ])
 def test_bad_engine_settings_are_one_line(tmp_path, energy, message):
@@ -79,3 +94,13 @@ def test_corrupt_cache_is_one_line_and_kept(tmp_path):
 def test_help():
     result = subprocess.run([sys.executable, "-m", "energy", "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "table" in result.stdout and "bench" in result.stdout
+
+
+def test_residency_without_fused_pooling_is_a_workload_error(tmp_path):
+    from sw.errors import WorkloadError
+    from sw.workload import load_workload
+
+    path = workload(tmp_path, "energy: {residency: true}")
+    with pytest.raises(WorkloadError, match="energy.elementwise: expected fused when energy.residency is true") as info:
+        load_workload(path)
+    assert str(info.value).startswith(str(path)) and "\n" not in str(info.value)

@@ -40,3 +40,14 @@ def test_digits_cnn_every_layer_and_output_width():
 def test_resnet18_distinct_layers():
     layers = distinct(trace_layers(torchvision.models.resnet18(num_classes=10), [3, 32, 32]))
     check_reevaluation(layers, [(4, 4), (8, 8)], [2, 5, 8])
+
+
+@pytest.mark.slow
+def test_resnet18_energy_first_search_equals_stock_zigzag():
+    # every distinct resnet18 geometry at a tied and a separate bit pair (~5 min on 2 cores)
+    engine = get_engine("zigzag", "eyeriss_like")
+    for name, g in distinct(trace_layers(torchvision.models.resnet18(num_classes=10), [3, 32, 32])):
+        for wb, ib in ((8, 8), (3, 6)):
+            stock, fast = engine.search(g, wb, ib, 8, stock=True), engine.search(g, wb, ib, 8)
+            assert engine.metrics(fast) == engine.metrics(stock), (name, wb, ib)
+            assert fast.temporal_mapping.mapping_dic_origin == stock.temporal_mapping.mapping_dic_origin

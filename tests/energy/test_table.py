@@ -55,8 +55,8 @@ def test_lookup_uses_next_layer_input_bits_as_output_bits(built):
     assert table.lookup(config, "dram_energy_uj") == pytest.approx(expected / 1e6)
     config = {"conv": (8, 8), "fc": (2, 2)}
     expected_bits = sum(rows[("conv", 8, 8, 2)][c] + rows[("fc", 2, 2, 8)][c]
-                        for c in rows[("conv", 8, 8, 2)] if c.startswith("dram_") and c.endswith("_bits")
-                        and c != "dram_word_bits")
+                        for c in rows[("conv", 8, 8, 2)] if c.startswith("dram_")
+                        and c.endswith(("_read_bits", "_write_bits")))
     assert table.lookup(config, "dram_bits") == pytest.approx(expected_bits)
     per_layer = table.per_layer(config, "dram_o_write_bits")
     assert list(per_layer) == [4 * 6 * 6 * 2, 3 * 8]   # outputs written once, at 2 and at 8 bits
@@ -117,3 +117,35 @@ def test_plot_breakdown_and_front_point(built, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(DataError, match="no bit-width column"):
         front_point(front, ["conv", "other"])
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"dram_energy_pj": 1.0}', '{"energy_total_pj": "NaN"}'])
+def test_a_damaged_row_costs_only_that_row(built, tmp_path, damage):
+    source, (table, _), _ = built
+    cache = tmp_path / "cache.sqlite"
+    with sqlite3.connect(source) as src, sqlite3.connect(cache) as dst:
+        src.backup(dst)
+    with sqlite3.connect(cache) as db:
+        db.execute("UPDATE results SET metrics=? WHERE layer='fc' AND weight_bits=2 AND output_bits=8", (damage,))
+    rebuilt, stats = build_from_layers(trace_layers(Tiny(num_classes=3), [3, 6, 6]), SPEC, cache)
+    assert (stats.damaged, stats.misses, stats.hits) == (1, 1, 3)   # only fc's (2, 2) search is redone
+    for c in COLUMNS:
+        np.testing.assert_array_equal(rebuilt.data[c], table.data[c])
+    _, again = build_from_layers(trace_layers(Tiny(num_classes=3), [3, 6, 6]), SPEC, cache)
+    assert (again.damaged, again.misses, again.hits) == (0, 0, 4)    # the row was replaced
+
+
+def test_mapper_settings_are_part_of_the_cache_key(tmp_path):
+    from dataclasses import replace
+
+    from edge_fixtures import POINTWISE, tiny_edge
+
+    hardware, mapping = tiny_edge(tmp_path)
+    base = TableSpec(accelerator=str(hardware), mapping=str(mapping), bits=(2,), baseline_bits=2, workers=1,
+                     lpf_limit=4)
+    layers, cache = {"pw": POINTWISE}, tmp_path / "cache.sqlite"
+    assert build_from_layers(layers, base, cache)[1].misses == 1
+    for change in ({"lpf_limit": 5}, {"spatial_mappings": 2}, {"mapping_objective": "latency"}):
+        _, stats = build_from_layers(layers, replace(base, **change), cache)
+        assert (stats.misses, stats.hits) == (1, 0), change
+    assert (build_from_layers(layers, base, cache)[1].hits) == 1

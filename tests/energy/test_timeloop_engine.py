@@ -35,7 +35,8 @@ def results():
 
 def test_tensors_cross_dram_once_at_their_own_widths(results):
     for ob, m in results.items():
-        assert set(m) == set(METRICS)
+        assert set(METRICS) <= set(m)
+        assert m["gb_energy_pj"] > 0 and m["rf_energy_pj"] > 0
         assert m["dram_w_read_bits"] == TINY.n_weights * 8
         assert m["dram_i_read_bits"] >= TINY.n_inputs * 4 * (1 - 1e-9)  # the halo may be fetched twice
         assert m["dram_o_write_bits"] == TINY.n_outputs * ob

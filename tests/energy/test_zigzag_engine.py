@@ -98,7 +98,7 @@ def test_user_accelerator_file_gives_the_same_numbers(engine, tmp_path):
 
 
 def test_unknown_accelerator_is_one_clear_line():
-    with pytest.raises(UserError, match=r"energy.accelerator: expected a ZigZag accelerator \(.*eyeriss_like"):
+    with pytest.raises(UserError, match=r"energy.accelerator: expected a shipped accelerator \(.*eyeriss_like"):
         ZigZagEngine("no_such_accel").check()
 
 
