@@ -77,11 +77,11 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
 
     def threaded() -> None:  # every activation pass on the thread pool (before `serial_below`)
         serial_below = ActivationQuantizer.serial_below
-        ActivationQuantizer.serial_below = 0
+        ActivationQuantizer.serial_below, ActivationQuantizer.fused = 0, False
         try:
             quantized()
         finally:
-            ActivationQuantizer.serial_below = serial_below
+            ActivationQuantizer.serial_below, ActivationQuantizer.fused = serial_below, True
 
     for fn in (fp32, quantized):  # warm-up
         fn()

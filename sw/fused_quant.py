@@ -8,15 +8,23 @@ in the same order, element by element in one loop: multiply, round half to even 
 clamp (NaN stays NaN, -0.0 stays -0.0, as torch's clamp), divide. The result is bit-identical
 to the library's (tested, including -0.0, NaN, inf, denormals and amax <= 2^-24).
 
+Large tensors are cut into one contiguous chunk per thread; the compiled loop releases the GIL,
+so the chunks run at once on a small pool of Python threads (one synchronisation per tensor,
+where torch's thread pool has one per pass). Element-wise results do not depend on the split.
+
 Compiled on first use (cached on disk by numba), so importing `sw` stays fast.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 
 _kernel = None
+_pool: ThreadPoolExecutor | None = None
+NEGATIVE, NAN = 1, 2  # the kernel's flags: a value below the lower bound, a NaN
 
 
 def _compiled():
@@ -38,24 +46,36 @@ def _compiled():
                 elif y > hi:
                     y = hi
                 out[i] = y / div
-            return negative and not nan
+            return (1 if negative else 0) | (2 if nan else 0)
 
         _kernel = fake_quant
     return _kernel
 
 
 def fake_quant(inputs: torch.Tensor, mul: np.float32, div: np.float32, lo: np.float32, hi: np.float32,
-               unsigned: bool) -> torch.Tensor:
-    """`clamp(rint(inputs * mul), lo, hi) / div` in float32 for a contiguous float32 CPU tensor.
+               unsigned: bool, threads: int = 1) -> torch.Tensor:
+    """`clamp(rint(inputs * mul), lo, hi) / div` in float32 for a contiguous float32 CPU tensor,
+    on `threads` threads (contiguous chunks).
 
     `mul` and `div` are the library's scale (`max_bound / amax` in float32), or 0 and 1 where
     amax <= 2^-24 (all outputs zero). Raises TypeError as the library does when an unsigned
     quantizer meets a negative input (`inputs.min() < 0`: a NaN anywhere makes the min NaN and
     nothing is raised).
     """
+    global _pool
     out = torch.empty_like(inputs)
-    x = inputs.detach().numpy().reshape(-1)
-    negative = _compiled()(x, out.numpy().reshape(-1), mul, div, lo, hi)
-    if unsigned and negative:
+    x, y = inputs.detach().numpy().reshape(-1), out.numpy().reshape(-1)
+    kernel = _compiled()
+    if threads <= 1 or x.size < 2 * threads:
+        flags = kernel(x, y, mul, div, lo, hi)
+    else:
+        if _pool is None or _pool._max_workers < threads:
+            _pool = ThreadPoolExecutor(threads, thread_name_prefix="fused_quant")
+        cuts = np.linspace(0, x.size, threads + 1).astype(np.int64)
+        flags = 0
+        for f in _pool.map(lambda k: kernel(x[cuts[k]:cuts[k + 1]], y[cuts[k]:cuts[k + 1]], mul, div, lo, hi),
+                           range(threads)):
+            flags |= f
+    if unsigned and flags == NEGATIVE:
         raise TypeError("Negative values encountered in unsigned quantization.")
     return out

@@ -88,14 +88,16 @@ class ActivationQuantizer(TensorQuantizer):
     busy machine every region waits for a descheduled thread (measured: the same passes 2-4x
     slower with 2 threads than with 1 under load, see `python -m sw.bench`). Contiguous CPU
     tensors below `serial_below` elements therefore run on the calling thread, as one fused
-    pass (`sw.fused_quant`) instead of five; larger ones use torch's thread pool, in place on
-    one new tensor. The convolutions keep every thread. Element-wise results do not depend on
-    the thread count or on the fusion.
+    pass (`sw.fused_quant`) instead of five; larger ones run the same fused pass in one chunk
+    per torch thread (one synchronisation instead of five). With `fused` off, the five passes
+    run on one thread below `serial_below` and on torch's thread pool above it, in place on one
+    new tensor. The convolutions keep every thread. Element-wise results do not depend on the
+    thread count or on the fusion.
     """
 
     _EPSILON = 1.0 / (1 << 24)
     serial_below = 1 << 20  # elements; 0 runs every pass on torch's thread pool
-    fused = True  # False: the small tensors' passes run as separate torch ops on one thread
+    fused = True  # False: the passes run as separate torch ops (see above)
 
     def _quant_forward(self, inputs):
         amax = getattr(self, "_amax", None)
@@ -109,9 +111,9 @@ class ActivationQuantizer(TensorQuantizer):
             self._scale_cache = cached = (key, *self._scales(amax))
         _, mul, div, lo, hi, floats = cached
         small = inputs.numel() < self.serial_below
-        if small and self.fused and inputs.is_cpu and inputs.is_contiguous():
-            return fused_quant.fake_quant(inputs, *floats, self._unsigned)
         threads = torch.get_num_threads()
+        if self.fused and inputs.is_cpu and inputs.is_contiguous():
+            return fused_quant.fake_quant(inputs, *floats, self._unsigned, threads=1 if small else threads)
         if threads == 1 or not small:
             return self._static_fake_quant(inputs, mul, div, lo, hi)
         torch.set_num_threads(1)
