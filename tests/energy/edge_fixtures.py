@@ -1,5 +1,7 @@
 """Small accelerators and layers the energy tests build themselves (fast mapping searches).
 
+`conv` builds a square convolution's geometry for any test.
+
 `tiny_edge` is the shipped eyeriss_edge shrunk to a 4 x 4 PE array with `bank_bits`-bit weight
 and activation banks: small enough that a 64-channel 1x1 convolution on an 8 x 8 map does not
 fit at 8 bits but does at 2-4, and that one mapping search takes about a second.
@@ -37,13 +39,15 @@ def tiny_edge(folder: Path, bank_bits: int = 16384, name: str = "tiny_edge") -> 
     return hardware, mapping
 
 
-def conv(cin: int, cout: int, size: int, k: int = 3, stride: int = 1, groups: int = 1, batch: int = 1) -> LayerGeometry:
-    pad = k // 2
-    out = (size + 2 * pad - k) // stride + 1
+def conv(cin: int, cout: int, size: int, k: int = 3, stride: int = 1, groups: int = 1, batch: int = 1,
+         pad: int | None = None, dilation: int = 1) -> LayerGeometry:
+    """A square convolution; `pad` None: 'same' padding (k // 2)."""
+    pad = k // 2 if pad is None else pad
+    out = (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
     return LayerGeometry(kind="conv", in_channels=cin, out_channels=cout, groups=groups, in_h=size, in_w=size,
                          out_h=out, out_w=out, kernel_h=k, kernel_w=k, stride_h=stride, stride_w=stride,
-                         dilation_h=1, dilation_w=1, pad_top=pad, pad_bottom=pad, pad_left=pad, pad_right=pad,
-                         batch=batch)
+                         dilation_h=dilation, dilation_w=dilation, pad_top=pad, pad_bottom=pad, pad_left=pad,
+                         pad_right=pad, batch=batch)
 
 
 # does not fit tiny_edge's 16 kbit banks at 6-8 bits (weights are re-read), fits at 2-4 bits

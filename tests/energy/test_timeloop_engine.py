@@ -9,10 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from edge_fixtures import conv
 
 from energy.engines import METRICS, get_engine
 from energy.engines.timeloop import SHIPPED, missing_parts
-from energy.layers import LayerGeometry
 from sw.errors import UserError
 
 MISSING = missing_parts()
@@ -21,9 +21,7 @@ pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"Timeloop is not installe
 
 LPDDR4_PJ_PER_BIT = 8.0  # Accelergy's CACTI plug-in table
 # conv 4 -> 8, 3x3 'same' on 6x6: everything fits on chip, so each tensor crosses DRAM once
-TINY = LayerGeometry(kind="conv", in_channels=4, out_channels=8, groups=1, in_h=6, in_w=6, out_h=6, out_w=6,
-                     kernel_h=3, kernel_w=3, stride_h=1, stride_w=1, dilation_h=1, dilation_w=1,
-                     pad_top=1, pad_bottom=1, pad_left=1, pad_right=1)
+TINY = conv(4, 8, 6)
 
 
 @pytest.fixture(scope="module")

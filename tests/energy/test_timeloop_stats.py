@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from edge_fixtures import conv
 
 from energy.engines import METRICS, get_engine
 from energy.engines.timeloop import (SHIPPED, StatsError, TimeloopEngine, failure_reason, input_window,
@@ -32,14 +33,6 @@ LPDDR4_PJ_PER_BIT = 8.0
 
 def text(name: str) -> str:
     return (FIXTURES / name).read_text()
-
-
-def conv(cin, cout, size, k=3, stride=1, pad=1, groups=1, dilation=1) -> LayerGeometry:
-    out = (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-    return LayerGeometry(kind="conv", in_channels=cin, out_channels=cout, groups=groups, in_h=size, in_w=size,
-                         out_h=out, out_w=out, kernel_h=k, kernel_w=k, stride_h=stride, stride_w=stride,
-                         dilation_h=dilation, dilation_w=dilation, pad_top=pad, pad_bottom=pad, pad_left=pad,
-                         pad_right=pad)
 
 
 PADDED = conv(16, 32, 16)            # the fixtures' layer as digits_cnn has it ('same' padding)

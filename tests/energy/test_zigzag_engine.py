@@ -3,6 +3,7 @@
 import shutil
 
 import pytest
+from edge_fixtures import conv
 
 from energy.engines import METRICS, get_engine
 from energy.engines.zigzag import ZigZagEngine, _zigzag_root
@@ -11,14 +12,6 @@ from energy.packing import dram_words
 from sw.errors import UserError
 
 DRAM_COLUMNS = [c for c in METRICS if c.startswith("dram_")]
-
-
-def conv(cin, cout, size, k=3, stride=1, groups=1) -> LayerGeometry:
-    pad = k // 2
-    out = (size + 2 * pad - k) // stride + 1
-    return LayerGeometry(kind="conv", in_channels=cin, out_channels=cout, groups=groups, in_h=size, in_w=size,
-                         out_h=out, out_w=out, kernel_h=k, kernel_w=k, stride_h=stride, stride_w=stride,
-                         dilation_h=1, dilation_w=1, pad_top=pad, pad_bottom=pad, pad_left=pad, pad_right=pad)
 
 
 TINY = conv(4, 8, 6)
