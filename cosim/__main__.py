@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cosim.cosimulation import point_clipping, run_cosim, select_point
+    from cosim.cosimulation import point_configuration, run_cosim
     from cosim.report import format_table, write_csv
     from sw.study import Study
 
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
         args.point = args.checkpoint.with_suffix("").name
         clipping = None  # the checkpoint's quantizer state is what it simulates
     else:
-        layer_bits = select_point(study, args.point, args.run_id)
-        clipping = point_clipping(study, args.point, args.run_id)
+        layer_bits, clipping = point_configuration(study, args.point, args.run_id)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     print(f"cosim {study.name} at point {args.point}: " + ", ".join(f"{n}={w}/{i}" for n, (w, i) in layer_bits.items()))
     print(f"simulating on {args.sim}, {args.word_bits}-bit words, stalls: {args.stalls}"

@@ -49,20 +49,21 @@ class CosimResult:
 def select_point(study: Study, point: str, run_id: int | None = None) -> dict[str, tuple[int, int]]:
     """Bits per layer for `point`: "int8" (all layers 8 bits), or "best" / a Pareto row index as
     `Study.select_point` picks them ("best": the cheapest point meeting the constraint on held-out data)."""
+    return point_configuration(study, point, run_id)[0]
+
+
+def point_configuration(study: Study, point: str, run_id: int | None = None
+                        ) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
+    """(bits per layer, input clipping method per layer) of `point` (see `select_point`). The
+    clipping is empty for "int8" and for points whose decision vector chooses bits only; where it
+    chooses them too (`calibration.search_methods`), cosim must simulate the point's own clipping."""
     if point == "int8":
-        return study.uniform_bits(8)
+        return study.uniform_bits(8), {}
     if point != "best" and not point.lstrip("-").isdigit():
         raise UserError(f"--point: expected int8, best or a Pareto row index, got {point!r}")
-    return study.select_point(point, run_id)[1]
-
-
-def point_clipping(study: Study, point: str, run_id: int | None = None) -> dict[str, str]:
-    """The input clipping method per layer of a Pareto point whose decision vector chooses them
-    (`calibration.search_methods`); empty for "int8" and for points that choose bits only."""
-    if point == "int8":
-        return {}
     row, _ = study.select_point(point, run_id)
-    return study.apply(study.point_vector(row)).layer_clipping()
+    qmodel = study.apply(study.point_vector(row))
+    return dict(qmodel.layer_bits()), qmodel.layer_clipping()
 
 
 def real_images(study: Study, count: int, phase: str = "exploration") -> torch.Tensor:
@@ -88,7 +89,7 @@ def run_cosim(study: Study, layer_bits: Mapping[str, tuple[int, int]], *, point:
               stalls: str = "none", seed: int = 0, fault: str | None = None, work_dir: Path | None = None,
               clipping: Mapping[str, str] | None = None) -> CosimResult:
     """Capture, simulate and compare every quantized tensor of the study's model at `layer_bits`
-    (and, where the point chose them, its input `clipping` methods: see `point_clipping`)."""
+    (and, where the point chose them, its input `clipping` methods: see `point_configuration`)."""
     start = time.perf_counter()
     qmodel = study.quantized_model
     try:

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 _kernel = None
-_pool: ThreadPoolExecutor | None = None
+_pool: ThreadPoolExecutor | None = None  # helpers for the chunks the calling thread does not run
+_pool_size = 0
 NEGATIVE, NAN = 1, 2  # the kernel's flags: a value below the lower bound, a NaN
 
 
@@ -62,20 +63,23 @@ def fake_quant(inputs: torch.Tensor, mul: np.float32, div: np.float32, lo: np.fl
     quantizer meets a negative input (`inputs.min() < 0`: a NaN anywhere makes the min NaN and
     nothing is raised).
     """
-    global _pool
+    global _pool, _pool_size
     out = torch.empty_like(inputs)
     x, y = inputs.detach().numpy().reshape(-1), out.numpy().reshape(-1)
     kernel = _compiled()
     if threads <= 1 or x.size < 2 * threads:
         flags = kernel(x, y, mul, div, lo, hi)
     else:
-        if _pool is None or _pool._max_workers < threads:
-            _pool = ThreadPoolExecutor(threads, thread_name_prefix="fused_quant")
+        if _pool_size < threads - 1:
+            if _pool is not None:
+                _pool.shutdown(wait=False)
+            _pool, _pool_size = ThreadPoolExecutor(threads - 1, thread_name_prefix="fused_quant"), threads - 1
         cuts = np.linspace(0, x.size, threads + 1).astype(np.int64)
-        flags = 0
-        for f in _pool.map(lambda k: kernel(x[cuts[k]:cuts[k + 1]], y[cuts[k]:cuts[k + 1]], mul, div, lo, hi),
-                           range(threads)):
-            flags |= f
+        chunks = [(x[a:b], y[a:b], mul, div, lo, hi) for a, b in zip(cuts[:-1], cuts[1:])]
+        helpers = [_pool.submit(kernel, *args) for args in chunks[1:]]
+        flags = kernel(*chunks[0])  # the calling thread takes the first chunk
+        for helper in helpers:
+            flags |= helper.result()
     if unsigned and flags == NEGATIVE:
         raise TypeError("Negative values encountered in unsigned quantization.")
     return out

@@ -57,12 +57,12 @@ def test_a_search_over_bits_and_methods_writes_a_front(methods_workload, capsys)
         for name in study.quantized_model.layer_names:
             assert 0 <= int(row[f"{name}.clipping"]) < len(METHODS)
     # cosim simulates each point with the clipping methods it chose
-    from cosim.cosimulation import point_clipping
+    from cosim.cosimulation import point_configuration
 
     layers = study.quantized_model.layer_names
     for index, row in enumerate(rows):
-        assert point_clipping(study, str(index)) == {n: METHODS[int(row[f"{n}.clipping"])] for n in layers}
-    assert point_clipping(study, "int8") == {}
+        assert point_configuration(study, str(index))[1] == {n: METHODS[int(row[f"{n}.clipping"])] for n in layers}
+    assert point_configuration(study, "int8")[1] == {}
 
 
 def test_cosim_captures_tensors_with_the_chosen_clipping(methods_workload):
