@@ -4,10 +4,11 @@ Measured side by side in one run, interleaved and repeated, reported as ratios, 
 and mobilenet_v2 at 32x32 (and the digits CNN):
 - fp32: the plain model;
 - fake quant, weights once: the search's path (bits set, weights fake-quantized once per
-  candidate, activations quantized on every forward, small activations in one fused pass on
-  one thread, `sw.fused_quant`);
-- the same with small activations as five separate torch passes on one thread, and with every
-  activation pass on torch's thread pool (the two earlier paths; identical outputs, tested);
+  candidate, the inference graph `sw.inference_graph`: layers called directly, each activation
+  quantized in one fused pass with the ReLU in front of it, `sw.fused_quant`);
+- the same through the module graph (every QuantConv2d and quantizer module called, ReLUs as
+  their own passes), and through it with the activations as five torch passes each (the two
+  earlier paths; identical outputs, tested);
 - fake quant, weights every forward: pytorch-quantization's default behaviour.
 
 Then the search's evaluation throughput on the default study: candidates per second of a dask
@@ -20,6 +21,7 @@ histogram for comparison. Emulate a 2-core CI machine with `taskset -c 0,1`.
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 import warnings
@@ -56,6 +58,11 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
     rng = np.random.default_rng(0)
     n = len(qmodel.layer_names)
 
+    every = copy.deepcopy(qmodel)  # pytorch-quantization's default: weights quantized on every forward
+    qmodel.freeze_weights()
+    for bits in range(2, 9):  # as a search's first population (every uniform configuration) does:
+        qmodel.set_uniform_bits(bits)  # each layer's weights at every bit width, quantized once and kept
+
     def candidate() -> dict:
         return dict(zip(qmodel.layer_names, [(int(b), int(b)) for b in rng.integers(2, 9, n)]))
 
@@ -63,40 +70,37 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
         for x in data:
             model(x)
 
-    def quantized() -> None:
-        qmodel.set_layer_bits(candidate())  # frozen: re-quantizes the weights here, once
+    def evaluate(q: QuantizedModel) -> None:
+        q.set_layer_bits(candidate())  # frozen: the cached quantized weights of these bit widths
         for x in data:
-            qmodel(x)
+            q(x)
 
-    def unfused() -> None:  # small activations as five torch passes on one thread (before `sw.fused_quant`)
+    def module_graph() -> None:  # module calls, ReLUs as their own passes (before `sw.inference_graph`)
+        QuantizedModel.use_inference_graph = False
+        try:
+            evaluate(qmodel)
+        finally:
+            QuantizedModel.use_inference_graph = True
+
+    def unfused() -> None:  # and five torch passes per activation (before `sw.fused_quant`)
         ActivationQuantizer.fused = False
         try:
-            quantized()
+            module_graph()
         finally:
             ActivationQuantizer.fused = True
 
-    def threaded() -> None:  # every activation pass on the thread pool (before `serial_below`)
-        serial_below = ActivationQuantizer.serial_below
-        ActivationQuantizer.serial_below, ActivationQuantizer.fused = 0, False
-        try:
-            quantized()
-        finally:
-            ActivationQuantizer.serial_below, ActivationQuantizer.fused = serial_below, True
-
-    for fn in (fp32, quantized):  # warm-up
+    for fn in (fp32, lambda: evaluate(qmodel)):  # warm-up
         fn()
-    times: dict[str, list[float]] = {"fp32": [], "once": [], "unfused": [], "threaded": [], "every": []}
+    times: dict[str, list[float]] = {"fp32": [], "once": [], "modules": [], "unfused": [], "every": []}
     for _ in range(repeats):  # interleaved so drifts in machine load hit all of them alike
         times["fp32"].append(_time(fp32, 1))
-        qmodel.freeze_weights()
-        times["once"].append(_time(quantized, 1))
+        times["once"].append(_time(lambda: evaluate(qmodel), 1))
+        times["modules"].append(_time(module_graph, 1))
         times["unfused"].append(_time(unfused, 1))
-        times["threaded"].append(_time(threaded, 1))
-        qmodel.unfreeze_weights()
-        times["every"].append(_time(quantized, 1))
+        times["every"].append(_time(lambda: evaluate(every), 1))
     t = {k: statistics.median(v) for k, v in times.items()}
     return {"model": name, **{f"{k}_s": v for k, v in t.items()},
-            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "unfused", "threaded", "every")}}
+            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "modules", "unfused", "every")}}
 
 
 def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
@@ -227,16 +231,16 @@ def bench_models(args) -> None:
         ("digits_cnn", lambda: DigitsCNN(10)))]
     print(f"one candidate = {args.batches} batches of {args.batch_size} x 3x32x32, median of {args.repeats}, "
           f"{torch.get_num_threads()} threads")
-    print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'unfused ms':>12}{'ratio':>8}"
-          f"{'threaded ms':>13}{'ratio':>8}{'fq every ms':>13}{'ratio':>8}")
+    print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'modules ms':>12}{'ratio':>8}"
+          f"{'unfused ms':>12}{'ratio':>8}{'fq every ms':>13}{'ratio':>8}")
     for r in rows:
         print(f"{r['model']:<13}{r['fp32_s'] * 1e3:>9.1f}{r['once_s'] * 1e3:>12.1f}{r['ratio_once']:>7.2f}x"
+              f"{r['modules_s'] * 1e3:>12.1f}{r['ratio_modules']:>7.2f}x"
               f"{r['unfused_s'] * 1e3:>12.1f}{r['ratio_unfused']:>7.2f}x"
-              f"{r['threaded_s'] * 1e3:>13.1f}{r['ratio_threaded']:>7.2f}x"
               f"{r['every_s'] * 1e3:>13.1f}{r['ratio_every']:>7.2f}x")
-    print("fq once: the search's path (small activations in one fused pass); unfused: the same as five torch "
-          "passes on one thread; threaded: every activation pass on the thread pool; "
-          "goal: fq once <= 1.05x fp32 quiet, <= 1.2x under load")
+    print("fq once: the search's path (inference graph: ReLU + quantizer in one fused pass); modules: the module "
+          "graph; unfused: the module graph with five torch passes per activation; fq every: weights quantized "
+          "on every forward; goal: fq once <= 1.05x fp32 quiet, <= 1.2x under load")
 
 
 def bench_calibration_table(args) -> None:

@@ -29,8 +29,9 @@ from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import fx, nn
+from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
-from sw import fused_quant
+from sw import fused_quant, inference_graph
 from sw.bit_allocation import ChannelBitsQuantizer
 from sw.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
 from sw.graph import insert_quantizers, prepare_fp32
@@ -100,15 +101,9 @@ class ActivationQuantizer(TensorQuantizer):
     fused = True  # False: the passes run as separate torch ops (see above)
 
     def _quant_forward(self, inputs):
-        amax = getattr(self, "_amax", None)
-        if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
-                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant
-                or (inputs.requires_grad and torch.is_grad_enabled())):
+        cached = self._static_scales(inputs)
+        if cached is None:
             return super()._quant_forward(inputs)
-        key = (float(amax), self._num_bits, self._unsigned, self._narrow_range)
-        cached = getattr(self, "_scale_cache", None)
-        if cached is None or cached[0] != key:
-            self._scale_cache = cached = (key, *self._scales(amax))
         _, mul, div, lo, hi, floats = cached
         small = inputs.numel() < self.serial_below
         threads = torch.get_num_threads()
@@ -121,6 +116,37 @@ class ActivationQuantizer(TensorQuantizer):
             return self._static_fake_quant(inputs, mul, div, lo, hi)
         finally:
             torch.set_num_threads(threads)
+
+    def fused_forward(self, inputs: torch.Tensor, clamp: tuple[np.float32, np.float32] | None,
+                      in_place: bool = False) -> torch.Tensor | None:
+        """This quantizer's output for `clamp(inputs)` (a ReLU or ReLU6 in front, or None) in one
+        fused pass, as the module call would give it; None where the module call is needed:
+        not in its static quantizing state (disabled, calibrating, clipping, learned amax, ...),
+        a hook to run, fusion off, or an input that is not a contiguous float32 CPU tensor.
+        `in_place`: nothing else reads `inputs`, so the pass may write over it."""
+        if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or not self.fused
+                or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()):
+            return None
+        cached = self._static_scales(inputs)
+        if cached is None:
+            return None
+        threads = 1 if inputs.numel() < self.serial_below else torch.get_num_threads()
+        return fused_quant.fake_quant(inputs, *cached[5], self._unsigned, threads=threads, clamp=clamp,
+                                      in_place=in_place)
+
+    def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
+        """The cached (key, multiplier, divisor, min, max, numpy floats) for a static per-tensor
+        amax and a float32 input without gradient; None where the library's path is needed."""
+        amax = getattr(self, "_amax", None)
+        if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
+                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant
+                or (inputs.requires_grad and torch.is_grad_enabled())):
+            return None
+        key = (float(amax), self._num_bits, self._unsigned, self._narrow_range)
+        cached = getattr(self, "_scale_cache", None)
+        if cached is None or cached[0] != key:
+            self._scale_cache = cached = (key, *self._scales(amax))
+        return cached
 
     def _scales(self, amax: torch.Tensor):
         """(multiplier, divisor, min bound, max bound, the same four as numpy float32), as `_tensor_quant`."""
@@ -200,6 +226,7 @@ class QuantizedModel(nn.Module):
         self._master_bias: dict[str, torch.Tensor | None] = {}
         self._weight_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._cache_budget = 0
+        self._inference: tuple[fx.GraphModule, list[nn.Module]] | None = None  # built on first use (forward)
         self.layer_sizes: list[LayerSize] = self._trace(tuple(input_shape))
         self.layer_names: list[str] = [s.name for s in self.layer_sizes]
 
@@ -244,15 +271,34 @@ class QuantizedModel(nn.Module):
                 q._disabled = states[n]
         return sizes
 
-    # -- addressing ---------------------------------------------------------------------------
+    # -- forward ------------------------------------------------------------------------------
+    use_inference_graph = True  # False: always the module graph (tests compare the two)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.use_inference_graph and not torch.is_grad_enabled() and isinstance(self.model, fx.GraphModule):
+            if self._inference is None:
+                self._inference = (inference_graph.build(self.model), list(self.modules()))
+            graph, modules = self._inference
+            if not (_global_forward_hooks or _global_forward_pre_hooks
+                    or any(m._forward_hooks or m._forward_pre_hooks for m in modules)):
+                return graph(inference_graph.quantize(self.model_input, x, None))
         return self.model(self.model_input(x))
 
+    # -- addressing ---------------------------------------------------------------------------
+
     def layers(self) -> dict[str, nn.Module]:
-        """Quantized Conv2d/Linear layers by fp32 module name (forward order once traced)."""
+        """Quantized Conv2d/Linear layers by fp32 module name (forward order once traced).
+
+        The layer modules never change after construction, so the traced order is kept (a search
+        asks for it on every candidate)."""
+        cached = self.__dict__.get("_layer_order")
+        if cached is not None:
+            return dict(cached)
         found = {n: m for n, m in self.model.named_modules() if isinstance(m, QUANT_LAYER_TYPES)}
         if hasattr(self, "layer_names"):
-            return {n: found[n] for n in self.layer_names} | {n: m for n, m in found.items() if n not in self.layer_names}
+            self._layer_order = {n: found[n] for n in self.layer_names} | {
+                n: m for n, m in found.items() if n not in self.layer_names}
+            return dict(self._layer_order)
         return found
 
     def quantizers(self) -> dict[str, TensorQuantizer]:
@@ -278,6 +324,7 @@ class QuantizedModel(nn.Module):
         else:
             layer, role = address.rsplit(".", 1)
             setattr(self.layers()[layer], f"_{role}_quantizer", quantizer)
+        self._inference = None  # its list of modules to check for hooks is rebuilt with the new one
         return old
 
     # -- bit widths ---------------------------------------------------------------------------

@@ -188,6 +188,35 @@ def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, 
         assert torch.equal(ours(far).view(torch.int32), theirs(far).view(torch.int32))
 
 
+@pytest.mark.parametrize("clamp", ["relu", "relu6"])
+@pytest.mark.parametrize("unsigned", [False, True])
+def test_fused_clamp_equals_the_relu_then_the_library(clamp, unsigned):
+    """`fused_forward` with a ReLU / ReLU6 in front, out of place and over its input, against
+    torch's relu / hardtanh and then the library's quantizer: NaN, infinities, signed zeros,
+    values beyond 6 and below zero."""
+    from pytorch_quantization.nn import TensorQuantizer
+    from pytorch_quantization.tensor_quant import QuantDescriptor
+
+    from sw.inference_graph import CLAMPS
+    from sw.quantized_model import ActivationQuantizer
+
+    gen = torch.Generator().manual_seed(5)
+    relu = torch.relu if clamp == "relu" else (lambda t: torch.nn.functional.hardtanh(t, 0.0, 6.0))
+    for bits in (2, 4, 8):
+        for amax in (0.5, 6.0, 9.0):
+            desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, amax=amax)
+            x = torch.cat([torch.randn(5000, generator=gen) * 8, torch.tensor(
+                [0.0, -0.0, 6.0, 6.0001, -1e-40, 1e-40, float("inf"), -float("inf"), float("nan")])])
+            library = TensorQuantizer(desc)(relu(x))
+            with torch.no_grad():
+                ours = ActivationQuantizer(desc).fused_forward(x, CLAMPS[clamp])
+                over = x.clone()
+                in_place = ActivationQuantizer(desc).fused_forward(over, CLAMPS[clamp], in_place=True)
+            assert torch.equal(ours.view(torch.int32), library.view(torch.int32)), (bits, amax)
+            assert in_place.data_ptr() == over.data_ptr()
+            assert torch.equal(in_place.view(torch.int32), library.view(torch.int32)), (bits, amax)
+
+
 def test_activation_quantizer_passes_the_library_gradient():
     """Inputs that need a gradient take the library's path: straight-through inside [-amax, amax]."""
     from pytorch_quantization.nn import TensorQuantizer
@@ -217,7 +246,8 @@ def frozen_4bit(name: str, batch: int) -> tuple[nn.Module, QuantizedModel, list[
 
 def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     """mobilenet_v2 (randomly initialised: some calibrated amax are ~1e-9, below the library's zero
-    threshold) with frozen weights: the lean activation paths give the library's logits bit for bit."""
+    threshold) with frozen weights: the inference graph with its fused ReLU + quantizer passes
+    gives the library's logits (module graph, library quantizers) bit for bit."""
     from pytorch_quantization.nn import TensorQuantizer
 
     from sw.quantized_model import ActivationQuantizer
@@ -226,8 +256,9 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     amaxes = [float(q.amax) for n, q in qmodel.quantizers().items() if n.endswith(".input")]
     assert min(amaxes) <= 2.0 ** -24 < max(amaxes)  # the zero-amax case is exercised
     with torch.no_grad():
-        ours = [qmodel(x) for x in data]
+        ours = [qmodel(x) for x in data]  # the inference graph (sw.inference_graph)
         monkeypatch.setattr(ActivationQuantizer, "_quant_forward", TensorQuantizer._quant_forward)
+        monkeypatch.setattr(QuantizedModel, "use_inference_graph", False)
         library = [qmodel(x) for x in data]
     assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ours, library))
     assert not torch.equal(ours[0], model(data[0]))  # it did quantize
