@@ -217,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['workers']} workers x 1 thread {r['dask_cps']:.2f}/s: {r['ratio']:.2f}x; serial on 1 thread "
               f"{r['serial1_cps']:.2f}/s: dask {r['ratio1']:.2f}x that; goal >= 1.8x\n"
               f"(cluster start + model and one evaluation per worker {r['startup_s']:.1f} s, not counted; one "
-              f"evaluation took {r['serial_task_s'] * 1e3:.0f} ms serial, {r['dask_task_s'] * 1e3:.0f} ms in a "
-              f"worker: the rest of a worker's time is scheduling and transfer)")
+              f"evaluation took {r['serial_task_s'] * 1e3:.0f} ms serial on {r['threads']} threads, "
+              f"{r['dask_task_s'] * 1e3:.0f} ms in a worker; {r['workers']} one-thread workers can at best reach "
+              f"{r['workers']}x the 1-thread rate, {r['workers'] * r['serial1_cps']:.2f}/s here)")
     if args.only in (None, "calibration"):
         bench_calibration_table(args)
     return 0

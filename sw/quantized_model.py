@@ -15,7 +15,9 @@ tools (the energy table, cosim) can key on them.
 
 Speed: during a search the weights do not change between forward passes, so `freeze_weights()`
 fake-quantizes them once per candidate and disables the weight quantizers; input quantizers
-still run on every forward.
+still run on every forward. Without a gradient (and with no forward hooks) an fx model runs as
+its inference graph (`sw.inference_graph`): the same tensors with layers called directly and a
+ReLU folded into the quantizer after it.
 """
 
 from __future__ import annotations

@@ -180,7 +180,7 @@ def _individuals_of(path) -> dict:
         return {ind.x: (ind.metrics, ind.objectives) for ind in db.individuals(db.latest_run(study.config_hash).id)}
 
 
-@pytest.mark.parametrize("kind", ["processes", pytest.param("dask", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("kind", ["processes", "dask"])  # dask: candidates in batches, results in order
 def test_parallel_runner_gives_the_serial_result(kind, write_workload):
     common = {"search": {"pop_size": 6, "generations": 2}}
     serial = write_workload({**common, "name": f"tiny_serial_{kind}"}, name="serial.yaml")
