@@ -41,6 +41,15 @@ def _compiled() -> tuple:
     if _kernels is None:
         import numba
 
+        @numba.njit(inline="always")
+        def quantize(v, mul, div, lo, hi, floor, ceiling):  # pragma: no cover  (runs compiled)
+            v = floor if v < floor else v  # selects, not branches: NaN stays NaN, -0.0 stays -0.0
+            v = ceiling if v > ceiling else v
+            y = np.rint(v * mul)
+            y = lo if y < lo else y
+            y = hi if y > hi else y
+            return y / div
+
         @numba.njit(nogil=True, cache=True, error_model="numpy")
         def checked(x, out, mul, div, lo, hi, floor, ceiling):  # pragma: no cover  (runs compiled)
             negative = 0
@@ -49,22 +58,13 @@ def _compiled() -> tuple:
                 v = x[i]
                 negative += v < lo  # lo is 0 for unsigned quantizers, where negatives are an error
                 nan += v != v
-                y = np.rint(v * mul)
-                y = lo if y < lo else y  # selects, not branches: NaN stays NaN, -0.0 stays -0.0
-                y = hi if y > hi else y
-                out[i] = y / div
+                out[i] = quantize(v, mul, div, lo, hi, floor, ceiling)
             return (NEGATIVE if negative else 0) | (NAN if nan else 0)
 
         @numba.njit(nogil=True, cache=True, error_model="numpy")
         def clamped(x, out, mul, div, lo, hi, floor, ceiling):  # pragma: no cover  (runs compiled)
             for i in range(x.size):
-                v = x[i]
-                v = floor if v < floor else v
-                v = ceiling if v > ceiling else v
-                y = np.rint(v * mul)
-                y = lo if y < lo else y
-                y = hi if y > hi else y
-                out[i] = y / div
+                out[i] = quantize(x[i], mul, div, lo, hi, floor, ceiling)
             return 0
 
         @numba.njit(nogil=True, cache=True, error_model="numpy")
@@ -72,13 +72,7 @@ def _compiled() -> tuple:
             # `clamped(x, x, ...)` would give the same values, but numba's overlap check then
             # falls back to a scalar loop (measured 7x slower); one array vectorises
             for i in range(x.size):
-                v = x[i]
-                v = floor if v < floor else v
-                v = ceiling if v > ceiling else v
-                y = np.rint(v * mul)
-                y = lo if y < lo else y
-                y = hi if y > hi else y
-                x[i] = y / div
+                x[i] = quantize(x[i], mul, div, lo, hi, floor, ceiling)
             return 0
 
         _kernels = (checked, clamped, clamped_in_place)
