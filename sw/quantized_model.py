@@ -107,11 +107,10 @@ class ActivationQuantizer(TensorQuantizer):
         if cached is None:
             return super()._quant_forward(inputs)
         _, mul, div, lo, hi, floats = cached
-        small = inputs.numel() < self.serial_below
-        threads = torch.get_num_threads()
         if self.fused and inputs.is_cpu and inputs.is_contiguous():
-            return fused_quant.fake_quant(inputs, *floats, self._unsigned, threads=1 if small else threads)
-        if threads == 1 or not small:
+            return self._fused_pass(inputs, floats)
+        threads = torch.get_num_threads()
+        if threads == 1 or inputs.numel() >= self.serial_below:
             return self._static_fake_quant(inputs, mul, div, lo, hi)
         torch.set_num_threads(1)
         try:
@@ -130,11 +129,12 @@ class ActivationQuantizer(TensorQuantizer):
                 or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()):
             return None
         cached = self._static_scales(inputs)
-        if cached is None:
-            return None
+        return None if cached is None else self._fused_pass(inputs, cached[-1], clamp, in_place)
+
+    def _fused_pass(self, inputs: torch.Tensor, floats: tuple, clamp=None, in_place: bool = False) -> torch.Tensor:
+        """`sw.fused_quant` on one thread below `serial_below` elements, in chunks on every torch thread above."""
         threads = 1 if inputs.numel() < self.serial_below else torch.get_num_threads()
-        return fused_quant.fake_quant(inputs, *cached[5], self._unsigned, threads=threads, clamp=clamp,
-                                      in_place=in_place)
+        return fused_quant.fake_quant(inputs, *floats, self._unsigned, threads=threads, clamp=clamp, in_place=in_place)
 
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
         """The cached (key, multiplier, divisor, min, max, numpy floats) for a static per-tensor

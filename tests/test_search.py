@@ -180,8 +180,11 @@ def _individuals_of(path) -> dict:
         return {ind.x: (ind.metrics, ind.objectives) for ind in db.individuals(db.latest_run(study.config_hash).id)}
 
 
-@pytest.mark.parametrize("kind", ["processes", "dask"])  # dask: candidates in batches, results in order
-def test_parallel_runner_gives_the_serial_result(kind, write_workload):
+@pytest.mark.parametrize("kind", ["processes", "dask"])
+def test_parallel_runner_gives_the_serial_result(kind, write_workload, monkeypatch):
+    from sw.search import DaskBackend
+
+    monkeypatch.setattr(DaskBackend, "batches_per_worker", 1)  # 6 candidates, 2 workers: batches of 3
     common = {"search": {"pop_size": 6, "generations": 2}}
     serial = write_workload({**common, "name": f"tiny_serial_{kind}"}, name="serial.yaml")
     parallel = write_workload({"name": f"tiny_{kind}", "search": {**common["search"], "runner": {"kind": kind, "workers": 2}}},
