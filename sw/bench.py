@@ -99,8 +99,11 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
         times["unfused"].append(_time(unfused, 1))
         times["every"].append(_time(lambda: evaluate(every), 1))
     t = {k: statistics.median(v) for k, v in times.items()}
+    # each repeat's own ratio, then the median: a repeat's paths run within a second of each other,
+    # so a shared machine's slower and faster spells cancel out of the ratio (not out of the times)
     return {"model": name, **{f"{k}_s": v for k, v in t.items()},
-            **{f"ratio_{k}": t[k] / t["fp32"] for k in ("once", "modules", "unfused", "every")}}
+            **{f"ratio_{k}": statistics.median(a / b for a, b in zip(times[k], times["fp32"]))
+               for k in ("once", "modules", "unfused", "every")}}
 
 
 def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
@@ -198,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", type=int, default=8, help="batches per candidate evaluation")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calib-batches", type=int, default=4, help="batches for the calibration benchmark")
     parser.add_argument("--candidates", type=int, default=32, help="candidates for the dask vs serial benchmark")
     parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
@@ -230,8 +233,8 @@ def bench_models(args) -> None:
         ("resnet18", lambda: torchvision.models.resnet18(weights=None, num_classes=10)),
         ("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None, num_classes=10)),
         ("digits_cnn", lambda: DigitsCNN(10)))]
-    print(f"one candidate = {args.batches} batches of {args.batch_size} x 3x32x32, median of {args.repeats}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"one candidate = {args.batches} batches of {args.batch_size} x 3x32x32, {args.repeats} repeats "
+          f"(times: medians; ratios: median of each repeat's ratio to its fp32), {torch.get_num_threads()} threads")
     print(f"{'model':<13}{'fp32 ms':>9}{'fq once ms':>12}{'ratio':>8}{'modules ms':>12}{'ratio':>8}"
           f"{'unfused ms':>12}{'ratio':>8}{'fq every ms':>13}{'ratio':>8}")
     for r in rows:

@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from pytorch_quantization import nn as qnn
 from torch import fx, nn
 
-CLAMPS = {"relu": (np.float32(0.0), np.float32(np.inf)), "relu6": (np.float32(0.0), np.float32(6.0))}
+CLAMPS = {"relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}  # (floor, ceiling) of the fused pass
 _RELU_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
 _RELU_METHODS = {"relu": "relu", "relu_": "relu"}
 # modules whose output is a new tensor: an in-place ReLU on it changes nothing another node reads
@@ -145,12 +144,27 @@ def _fresh(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
 
 
 def build(gm: fx.GraphModule) -> fx.GraphModule:
-    """The inference graph of a QuantizedModel's fx graph (`QuantizedModel.model`)."""
+    """The inference graph of a QuantizedModel's fx graph (`QuantizedModel.model`).
+
+    Every module and attribute it uses hangs directly off its root under a flat name
+    (`features_1_conv_0_0`): one attribute lookup per call where a dotted path costs one Python
+    `Module.__getattr__` per dot (mobilenet_v2: ~250 fewer per forward)."""
     modules = dict(gm.named_modules())
     folded = {node: _relu_kind(node, modules) for node in gm.graph.nodes}
     folded = {node: kind for node, kind in folded.items() if kind and _foldable(node, modules)}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
+    root: dict[str, object] = {}  # flat name -> module or attribute
+    flat: dict[str, str] = {}  # dotted target -> flat name
+
+    def flat_name(target: str) -> str:
+        if target not in flat:
+            name = target.replace(".", "_")
+            while name in root:
+                name += "_"
+            flat[target], root[name] = name, modules[target] if target in modules else _attribute(gm, target)
+        return flat[target]
+
     quantizers = None
     for node in gm.graph.nodes:
         if node in folded:
@@ -158,16 +172,23 @@ def build(gm: fx.GraphModule) -> fx.GraphModule:
         layer_call, key = _layer_call(node, modules), _quantizer_key(node)
         if layer_call is None and key is None:
             env[node] = graph.node_copy(node, lambda n: env[n])
+            if node.op in ("call_module", "get_attr"):
+                env[node].target = flat_name(node.target)
             continue
         clamp = folded.get(node.args[0])
         tensor = node.args[0].args[0] if clamp else node.args[0]  # the node whose tensor the quantizer reads
         in_place = len(tensor.users) == 1 and _fresh(tensor, modules)
         if layer_call is not None:
-            new = graph.call_function(layer_call, (env[tensor], clamp, in_place, graph.get_attr(node.target)))
+            new = graph.call_function(layer_call, (env[tensor], clamp, in_place, graph.get_attr(flat_name(node.target))))
         else:
             if quantizers is None:
-                quantizers = graph.get_attr("activation_quantizers")
+                quantizers = graph.get_attr(flat_name("activation_quantizers"))
             new = graph.call_function(activation, (env[tensor], clamp, in_place, quantizers, key))
         env[node] = new
     graph.lint()
-    return fx.GraphModule(gm, graph, class_name="InferenceGraph")
+    return fx.GraphModule(root, graph, class_name="InferenceGraph")
+
+
+def _attribute(gm: fx.GraphModule, target: str):
+    owner, _, name = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)

@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-import numpy as np
 import torch
 from pytorch_quantization import nn as qnn
 from pytorch_quantization.nn import TensorQuantizer
@@ -86,20 +85,17 @@ class ActivationQuantizer(TensorQuantizer):
     Anything unusual (learned or dynamic amax, per-channel amax, real quant, inputs that need a
     gradient) takes the library's path.
 
-    Threads: the element-wise passes (and the sign check) over an activation of a small model
-    are too short to share between threads: each pass is one OpenMP parallel region, and on a
-    busy machine every region waits for a descheduled thread (measured: the same passes 2-4x
-    slower with 2 threads than with 1 under load, see `python -m sw.bench`). Contiguous CPU
-    tensors below `serial_below` elements therefore run on the calling thread, as one fused
-    pass (`sw.fused_quant`) instead of five; larger ones run the same fused pass in one chunk
-    per torch thread (one synchronisation instead of five). With `fused` off, the five passes
-    run on one thread below `serial_below` and on torch's thread pool above it, in place on one
-    new tensor. The convolutions keep every thread. Element-wise results do not depend on the
-    thread count or on the fusion.
+    Threads: contiguous CPU tensors run as one fused pass (`sw.fused_quant`) on torch's threads,
+    split as torch splits its element-wise ops. Without the fused kernel (`fused` off, or no C++
+    compiler) the library's five passes run in place on one new tensor: on one thread below
+    `serial_below` elements, where each pass is too short to share (every OpenMP region waits for
+    a descheduled thread on a busy machine: measured 2-4x slower with 2 threads than with 1 under
+    load, see `python -m sw.bench`), on torch's thread pool above. The convolutions keep every
+    thread. Element-wise results do not depend on the thread count or on the fusion.
     """
 
     _EPSILON = 1.0 / (1 << 24)
-    serial_below = 1 << 20  # elements; 0 runs every pass on torch's thread pool
+    serial_below = 1 << 20  # elements; 0 runs every unfused pass on torch's thread pool
     fused = True  # False: the passes run as separate torch ops (see above)
 
     def _quant_forward(self, inputs):
@@ -107,8 +103,8 @@ class ActivationQuantizer(TensorQuantizer):
         if cached is None:
             return super()._quant_forward(inputs)
         _, mul, div, lo, hi, floats = cached
-        if self.fused and inputs.is_cpu and inputs.is_contiguous():
-            return self._fused_pass(inputs, floats)
+        if self.fused and inputs.is_cpu and inputs.is_contiguous() and fused_quant.available():
+            return fused_quant.fake_quant(inputs, *floats, self._unsigned)
         threads = torch.get_num_threads()
         if threads == 1 or inputs.numel() >= self.serial_below:
             return self._static_fake_quant(inputs, mul, div, lo, hi)
@@ -118,7 +114,7 @@ class ActivationQuantizer(TensorQuantizer):
         finally:
             torch.set_num_threads(threads)
 
-    def fused_forward(self, inputs: torch.Tensor, clamp: tuple[np.float32, np.float32] | None,
+    def fused_forward(self, inputs: torch.Tensor, clamp: tuple[float, float] | None,
                       in_place: bool = False) -> torch.Tensor | None:
         """This quantizer's output for `clamp(inputs)` (a ReLU or ReLU6 in front, or None) in one
         fused pass, as the module call would give it; None where the module call is needed:
@@ -126,18 +122,14 @@ class ActivationQuantizer(TensorQuantizer):
         a hook to run, fusion off, or an input that is not a contiguous float32 CPU tensor.
         `in_place`: nothing else reads `inputs`, so the pass may write over it."""
         if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or not self.fused
-                or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()):
+                or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()
+                or not fused_quant.available()):
             return None
         cached = self._static_scales(inputs)
-        return None if cached is None else self._fused_pass(inputs, cached[-1], clamp, in_place)
-
-    def _fused_pass(self, inputs: torch.Tensor, floats: tuple, clamp=None, in_place: bool = False) -> torch.Tensor:
-        """`sw.fused_quant` on one thread below `serial_below` elements, in chunks on every torch thread above."""
-        threads = 1 if inputs.numel() < self.serial_below else torch.get_num_threads()
-        return fused_quant.fake_quant(inputs, *floats, self._unsigned, threads=threads, clamp=clamp, in_place=in_place)
+        return None if cached is None else fused_quant.fake_quant(inputs, *cached[-1], self._unsigned, clamp, in_place)
 
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
-        """The cached (key, multiplier, divisor, min, max, numpy floats) for a static per-tensor
+        """The cached (key, multiplier, divisor, min, max, the four as Python floats) for a static per-tensor
         amax and a float32 input without gradient; None where the library's path is needed."""
         amax = getattr(self, "_amax", None)
         if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
@@ -151,14 +143,15 @@ class ActivationQuantizer(TensorQuantizer):
         return cached
 
     def _scales(self, amax: torch.Tensor):
-        """(multiplier, divisor, min bound, max bound, the same four as numpy float32), as `_tensor_quant`."""
+        """(multiplier, divisor, min bound, max bound, the same four as Python floats), as `_tensor_quant`
+        (each a float32 value)."""
         max_bound = torch.tensor(2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
         min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
         if float(amax) <= self._EPSILON:  # the library quantizes with scale 0, then divides by 1
             mul, div = torch.tensor(0.0), torch.tensor(1.0)
         else:
             mul = div = (max_bound / amax.detach().float()).reshape(())
-        floats = tuple(np.float32(v) for v in (float(mul), float(div), min_bound, float(max_bound)))
+        floats = (float(mul), float(div), float(min_bound), float(max_bound))
         return mul, div, min_bound, float(max_bound), floats
 
     def _static_fake_quant(self, inputs: torch.Tensor, mul: torch.Tensor, div: torch.Tensor, lo: float,
@@ -228,7 +221,8 @@ class QuantizedModel(nn.Module):
         self._master_bias: dict[str, torch.Tensor | None] = {}
         self._weight_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._cache_budget = 0
-        self._inference: tuple[fx.GraphModule, list[nn.Module]] | None = None  # built on first use (forward)
+        # (inference graph, every module's forward hook and pre-hook dicts), built on first use (forward)
+        self._inference: tuple[fx.GraphModule, list[dict]] | None = None
         self.layer_sizes: list[LayerSize] = self._trace(tuple(input_shape))
         self.layer_names: list[str] = [s.name for s in self.layer_sizes]
 
@@ -279,10 +273,11 @@ class QuantizedModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.use_inference_graph and not torch.is_grad_enabled() and isinstance(self.model, fx.GraphModule):
             if self._inference is None:
-                self._inference = (inference_graph.build(self.model), list(self.modules()))
-            graph, modules = self._inference
-            if not (_global_forward_hooks or _global_forward_pre_hooks
-                    or any(m._forward_hooks or m._forward_pre_hooks for m in modules)):
+                hooks = [d for m in self.modules() for d in (m._forward_hooks, m._forward_pre_hooks)]
+                self._inference = (inference_graph.build(self.model), hooks)
+            graph, hooks = self._inference
+            # registering a hook adds it to the module's dict: one C-level scan, no Python loop
+            if not (_global_forward_hooks or _global_forward_pre_hooks or any(hooks)):
                 return graph(inference_graph.quantize(self.model_input, x, None))
         return self.model(self.model_input(x))
 
@@ -326,7 +321,7 @@ class QuantizedModel(nn.Module):
         else:
             layer, role = address.rsplit(".", 1)
             setattr(self.layers()[layer], f"_{role}_quantizer", quantizer)
-        self._inference = None  # its list of modules to check for hooks is rebuilt with the new one
+        self._inference = None  # rebuilt with the new one (and its hook dicts)
         return old
 
     # -- bit widths ---------------------------------------------------------------------------

@@ -136,29 +136,42 @@ def test_set_bits_per_layer_and_input_quantization_changes_output():
     assert (out8 - fp32).abs().max() < (out_w2 - fp32).abs().max()
 
 
-ACTIVATION_PATHS = {  # (fused, serial_below): every way ActivationQuantizer can compute a static fake quant
-    "fused": (True, 1 << 20),
-    "fused, in chunks on every thread": (True, 0),
-    "torch ops on one thread": (False, 1 << 20),
-    "torch ops on the thread pool": (False, 0),
+ACTIVATION_PATHS = {  # (fused, serial_below, grain): every way ActivationQuantizer can compute a static fake quant
+    "fused": (True, 1 << 20, 32768),
+    "fused, in chunks on every thread": (True, 1 << 20, 64),
+    "torch ops on one thread": (False, 1 << 20, 32768),
+    "torch ops on the thread pool": (False, 0, 32768),
 }
+
+
+@pytest.fixture
+def two_threads():
+    """torch (and so the fused kernel) on 2 threads, restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("path", ACTIVATION_PATHS)
 @pytest.mark.parametrize("unsigned", [False, True])
 @pytest.mark.parametrize("narrow", [False, True])
-def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, path, monkeypatch):
+def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, path, monkeypatch, two_threads):
     """The lean activation paths must equal pytorch-quantization's TensorQuantizer bit for bit:
     every bit width, amax at and below the library's zero threshold (2^-24), signed zeros,
     denormals, values far outside the range, inf and NaN."""
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw import fused_quant
     from sw.quantized_model import ActivationQuantizer
 
-    fused, serial_below = ACTIVATION_PATHS[path]
+    fused, serial_below, grain = ACTIVATION_PATHS[path]
+    if fused and not fused_quant.available():
+        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
     monkeypatch.setattr(ActivationQuantizer, "fused", fused)
     monkeypatch.setattr(ActivationQuantizer, "serial_below", serial_below)
+    monkeypatch.setattr(fused_quant, "GRAIN", grain)
     gen = torch.Generator().manual_seed(7)
     inf, nan = float("inf"), float("nan")
     for bits in range(1 if unsigned else 2, 17):
@@ -264,54 +277,57 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     assert not torch.equal(ours[0], model(data[0]))  # it did quantize
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("unsigned", [False, True])
-def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_paths(unsigned, monkeypatch):
-    """The one-thread path for small activations: same bits as the thread-pool path and the library,
-    below and above `serial_below`, and torch's thread count is restored (after an error too)."""
+def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_paths(fused, unsigned, monkeypatch,
+                                                                                 two_threads):
+    """One thread and every thread give the same bits as the library, below and above the size
+    where the work is split (the fused kernel's GRAIN, the torch passes' `serial_below`), and
+    torch's thread count is restored (after an error too)."""
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw import fused_quant
     from sw.quantized_model import ActivationQuantizer
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        gen = torch.Generator().manual_seed(3)
-        for shape in ((32, 64, 8, 8), (1, 3, 32, 32), ((1 << 20) + 7,)):
-            x = torch.randn(shape, generator=gen) * 2.5
-            x = x.abs() if unsigned else x
-            for bits in (2, 4, 8):
-                desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, amax=3.1)
-                ours = ActivationQuantizer(desc)
-                serial = ours(x)
-                assert torch.get_num_threads() == 2
-                monkeypatch.setattr(ActivationQuantizer, "serial_below", 0)
+    if fused and not fused_quant.available():
+        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
+    monkeypatch.setattr(ActivationQuantizer, "fused", fused)
+    gen = torch.Generator().manual_seed(3)
+    for shape in ((32, 64, 8, 8), (1, 3, 32, 32), ((1 << 20) + 7,)):
+        x = torch.randn(shape, generator=gen) * 2.5
+        x = x.abs() if unsigned else x
+        for bits in (2, 4, 8):
+            desc = QuantDescriptor(num_bits=bits, unsigned=unsigned, amax=3.1)
+            ours = ActivationQuantizer(desc)
+            torch.set_num_threads(1)
+            serial = ours(x)
+            assert torch.get_num_threads() == 1
+            torch.set_num_threads(2)
+            with monkeypatch.context() as split:  # split even the smallest tensor
+                split.setattr(fused_quant, "GRAIN", 16)
+                split.setattr(ActivationQuantizer, "serial_below", 0)
                 threaded = ours(x)
-                monkeypatch.undo()
-                library = TensorQuantizer(desc)(x)
-                assert torch.equal(serial.view(torch.int32), threaded.view(torch.int32)), (shape, bits)
-                assert torch.equal(serial.view(torch.int32), library.view(torch.int32)), (shape, bits)
-        if unsigned:
-            with pytest.raises(TypeError, match="Negative"):
-                ours(-x[:100])
-            assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(threads)
+            library = TensorQuantizer(desc)(x)
+            assert torch.equal(serial.view(torch.int32), threaded.view(torch.int32)), (shape, bits)
+            assert torch.equal(serial.view(torch.int32), library.view(torch.int32)), (shape, bits)
+    if unsigned:
+        with pytest.raises(TypeError, match="Negative"):
+            ours(-x[:100])
+        assert torch.get_num_threads() == 2
 
 
-def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch):
-    """A whole fake-quant model with frozen weights: identical logits with and without one-thread activations."""
-    from sw.quantized_model import ActivationQuantizer
+def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch, two_threads):
+    """A whole fake-quant model with frozen weights: identical logits with its activations
+    quantized on one thread and split over two."""
+    from sw import fused_quant
 
     model, qmodel, data = frozen_4bit("resnet18", 8)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        with torch.no_grad():
-            serial = [qmodel(x) for x in data]
-            monkeypatch.setattr(ActivationQuantizer, "serial_below", 0)
-            threaded = [qmodel(x) for x in data]
-    finally:
-        torch.set_num_threads(threads)
+    with torch.no_grad():
+        torch.set_num_threads(1)
+        serial = [qmodel(x) for x in data]
+        torch.set_num_threads(2)
+        monkeypatch.setattr(fused_quant, "GRAIN", 1000)
+        threaded = [qmodel(x) for x in data]
     assert all(torch.equal(a, b) for a, b in zip(serial, threaded))
     assert not torch.equal(serial[0], model(data[0]))  # it did quantize

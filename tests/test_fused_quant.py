@@ -1,0 +1,96 @@
+"""The fused fake-quant kernel's build: compiled once into its cache, run on torch's OpenMP
+runtime, and a machine without a working compiler still quantizes (the library's passes).
+Its values are tested against the library in test_quantized_model.py and test_inference_graph.py."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+from pytorch_quantization.nn import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor
+
+from sw import fused_quant
+from sw.quantized_model import ActivationQuantizer
+
+
+@pytest.fixture
+def fresh_kernel(tmp_path, monkeypatch):
+    """The module as in a new process, with an empty kernel cache (restored afterwards)."""
+    monkeypatch.setenv("SW_KERNEL_CACHE", str(tmp_path / "kernels"))
+    monkeypatch.setattr(fused_quant, "_library", None)
+    monkeypatch.setattr(fused_quant, "_unavailable", None)
+    return tmp_path / "kernels"
+
+
+def forget_kernel(monkeypatch) -> None:
+    monkeypatch.setattr(fused_quant, "_library", None)
+    monkeypatch.setattr(fused_quant, "_unavailable", None)
+
+
+def test_the_kernel_is_compiled_once_into_its_cache(fresh_kernel, monkeypatch):
+    if fused_quant._compiler() is None:
+        pytest.skip("no C++ compiler here")
+    assert fused_quant.available()
+    built = sorted(fresh_kernel.glob("fused_quant-*.so"))
+    assert len(built) == 1 and sorted(fresh_kernel.iterdir()) == built  # no partial build left
+    stamp = built[0].stat().st_mtime_ns
+    forget_kernel(monkeypatch)  # a second process finds it
+    assert fused_quant.available()
+    assert sorted(fresh_kernel.glob("*")) == built and built[0].stat().st_mtime_ns == stamp
+
+
+def library_and_ours(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    desc = QuantDescriptor(num_bits=5, unsigned=False, amax=2.0)
+    return TensorQuantizer(desc)(x), ActivationQuantizer(desc)(x)
+
+
+@pytest.mark.parametrize("compiler", ["/nonexistent/c++", "false"])
+def test_without_a_working_compiler_quantizers_run_the_library_passes(compiler, fresh_kernel, monkeypatch, caplog):
+    """No compiler, or one that fails: one warning naming why, and the same values (torch passes)."""
+    monkeypatch.setenv("CXX", compiler)
+    x = torch.randn(5000, generator=torch.Generator().manual_seed(1)) * 3
+    with caplog.at_level(logging.WARNING, logger="sw.fused_quant"):
+        library, ours = library_and_ours(x)
+        library_and_ours(x)
+    assert not fused_quant.available()
+    assert torch.equal(library.view(torch.int32), ours.view(torch.int32))
+    with torch.no_grad():
+        assert ActivationQuantizer(QuantDescriptor(num_bits=5, amax=2.0)).fused_forward(x, (0.0, 6.0)) is None
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "unavailable" in warnings[0], warnings
+    assert ("could not compile" if compiler == "false" else "nonexistent") in warnings[0]
+    assert not list(fresh_kernel.glob("*.so"))  # nothing half-built left behind
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_the_kernel_runs_on_torchs_openmp_runtime():
+    """One libgomp in the process: the kernel's OpenMP threads are torch's own pool, not a second
+    pool competing with it for the cores."""
+    if not fused_quant.available() or not fused_quant.uses_openmp():
+        pytest.skip(f"no OpenMP kernel here: {fused_quant._unavailable or 'built without OpenMP'}")
+    torch.relu(torch.randn(1 << 18))  # torch's pool exists
+    fused_quant.fake_quant(torch.randn(1 << 18), 7.0, 7.0, -8.0, 7.0, False, threads=2)
+    with open("/proc/self/maps") as maps:
+        runtimes = {line.split()[-1] for line in maps if "libgomp" in line}
+    assert len(runtimes) == 1, runtimes
+
+
+def test_an_unsigned_quantizer_asked_to_write_over_its_input_still_raises_on_negatives():
+    """In place is only taken where nothing can raise: an unsigned quantizer with no ReLU in front
+    checks its input as the library does, and leaves it untouched when it raises."""
+    if not fused_quant.available():
+        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
+    desc = QuantDescriptor(num_bits=4, unsigned=True, amax=1.5)
+    x = torch.rand(3000, generator=torch.Generator().manual_seed(2))
+    x[1234] = -0.25
+    before = x.clone()
+    with torch.no_grad(), pytest.raises(TypeError, match="Negative"):
+        ActivationQuantizer(desc).fused_forward(x, None, in_place=True)
+    assert torch.equal(x, before)
+    x[2345] = float("nan")  # the library's min() is then NaN: nothing raised
+    with torch.no_grad():
+        ours = ActivationQuantizer(desc).fused_forward(x.clone(), None, in_place=True)
+    assert torch.equal(ours.view(torch.int32), TensorQuantizer(desc)(x).view(torch.int32))
