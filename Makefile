@@ -35,13 +35,14 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Icarus Verilog and yosys come from the system's packages.
+# Icarus Verilog, yosys and a C++ compiler (Verilator's models, sw.fused_quant's kernel) come from
+# the system's packages.
 hdl-tools:
-	@if ! command -v iverilog >/dev/null || ! command -v yosys >/dev/null; then \
+	@if ! command -v iverilog >/dev/null || ! command -v yosys >/dev/null || ! command -v g++ >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "Installing iverilog and yosys with apt-get..."; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys >/dev/null; \
-	  else \
+	    echo "Installing iverilog, yosys and g++ with apt-get..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog yosys g++ >/dev/null; \
+	  elif ! command -v iverilog >/dev/null || ! command -v yosys >/dev/null; then \
 	    echo "error: iverilog and yosys are required: install them (e.g. sudo apt-get install iverilog yosys)"; exit 1; \
 	  fi; \
 	fi

@@ -196,3 +196,28 @@ def test_quantizer_states_take_the_module_path(monkeypatch):
     q.disable()
     fast, modules = _both(qmodel, x, monkeypatch)
     assert _bitwise_equal(fast, modules)
+
+
+def test_batch_norm_in_training_mode_runs_as_its_module(monkeypatch):
+    """Eval-mode batch norms are called as `F.batch_norm`; in training mode (no gradient, e.g.
+    re-estimating statistics) the module runs: batch statistics, running statistics updated."""
+    import copy
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 8, 8)
+    qmodel = _quantized(ReluShapes(), (3, 8, 8), [x])
+    with torch.no_grad():
+        evaluated = qmodel(x)
+    other = copy.deepcopy(qmodel)
+    before = qmodel.model.b1.running_mean.clone()
+    qmodel.train()
+    other.train()
+    with torch.no_grad():
+        fast = qmodel(x)
+        monkeypatch.setattr(QuantizedModel, "use_inference_graph", False)
+        modules = other(x)
+    assert _bitwise_equal(fast, modules) and not torch.equal(fast, evaluated)
+    for name in ("b1", "b2", "b3", "b4"):
+        ours, theirs = getattr(qmodel.model, name), getattr(other.model, name)
+        assert torch.equal(ours.running_mean, theirs.running_mean) and torch.equal(ours.running_var, theirs.running_var)
+    assert not torch.equal(before, qmodel.model.b1.running_mean)
