@@ -10,10 +10,11 @@
 // Built without -ffast-math and with -ffp-contract=off, so every operation is the IEEE one the
 // library's torch ops perform, whatever vector width the compiler picks.
 //
-// The buffer is cut as at::parallel_for cuts an element-wise op (contiguous chunks of
-// ceil(n / threads), at least `grain` elements each: torch's is 32768), so each thread reads the part of the
-// activation that the same thread of torch's pool has just written, in its own core's cache.
-// Linked against libgomp.so.1: loaded after torch, that is torch's libgomp, hence torch's pool.
+// The buffer is cut as at::parallel_for cuts an element-wise op: contiguous chunks of
+// ceil(n / threads), at least `grain` elements each (torch's is 32768). So each thread reads the
+// part of the activation that the same thread of torch's pool has just written, in its own
+// core's cache. Linked against libgomp.so.1, which resolves to the copy torch has already loaded:
+// torch's runtime, hence torch's pool of threads.
 
 #include <cstdint>
 #include <cmath>
