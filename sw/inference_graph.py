@@ -57,20 +57,26 @@ def quantize(quantizer: nn.Module, x: torch.Tensor, clamp: str | None, in_place:
     return quantizer(x)
 
 
-def _weight(layer: nn.Module) -> torch.Tensor:
-    wq = layer._weight_quantizer
-    return layer.weight if wq._disabled else wq(layer.weight)
+def _parts(layer: nn.Module) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
+    """A quantized layer's (input quantizer, weight as its weight quantizer gives it, bias), read
+    from the module's own dicts: `layer.weight` is a Python `Module.__getattr__` call per name."""
+    modules, parameters = layer._modules, layer._parameters
+    weight, weight_quantizer = parameters["weight"], modules["_weight_quantizer"]
+    return (modules["_input_quantizer"], weight if weight_quantizer._disabled else weight_quantizer(weight),
+            parameters.get("bias"))
 
 
 def conv2d(x: torch.Tensor, clamp: str | None, in_place: bool, layer: qnn.QuantConv2d) -> torch.Tensor:
     """`layer(relu(x))` of a zero-padded QuantConv2d, without its module calls."""
-    return F.conv2d(quantize(layer._input_quantizer, x, clamp, in_place), _weight(layer), layer.bias, layer.stride,
-                    layer.padding, layer.dilation, layer.groups)
+    quantizer, weight, bias = _parts(layer)
+    return F.conv2d(quantize(quantizer, x, clamp, in_place), weight, bias, layer.stride, layer.padding, layer.dilation,
+                    layer.groups)
 
 
 def linear(x: torch.Tensor, clamp: str | None, in_place: bool, layer: qnn.QuantLinear) -> torch.Tensor:
     """`layer(relu(x))` of a QuantLinear, without its module calls."""
-    return F.linear(quantize(layer._input_quantizer, x, clamp, in_place), _weight(layer), layer.bias)
+    quantizer, weight, bias = _parts(layer)
+    return F.linear(quantize(quantizer, x, clamp, in_place), weight, bias)
 
 
 def batch_norm(x: torch.Tensor, module: nn.modules.batchnorm._BatchNorm) -> torch.Tensor:

@@ -131,7 +131,7 @@ class ActivationQuantizer(TensorQuantizer):
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
         """The cached (key, multiplier, divisor, min, max, the four as Python floats) for a static per-tensor
         amax and a float32 input without gradient; None where the library's path is needed."""
-        amax = getattr(self, "_amax", None)
+        amax = self._buffers.get("_amax")  # (not `self._amax`: a Python `Module.__getattr__` call)
         if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
                 or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant
                 or (inputs.requires_grad and torch.is_grad_enabled())):
