@@ -1,7 +1,8 @@
 """`python -m sw.bench` (`nox -s bench`): cost of evaluating one candidate, fake quant vs fp32.
 
-Measured side by side in one run, interleaved and repeated, reported as ratios, for resnet18
-and mobilenet_v2 at 32x32 (and the digits CNN):
+Measured side by side in one run, interleaved and repeated, for resnet18 and mobilenet_v2 at
+32x32 (and the digits CNN); each ratio is the median over repeats of that repeat's time over
+its own fp32 time (a shared machine's slow spells hit both):
 - fp32: the plain model;
 - fake quant, weights once: the search's path (bits set, weights fake-quantized once per
   candidate, the inference graph `sw.inference_graph`: layers called directly, each activation

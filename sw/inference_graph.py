@@ -14,6 +14,8 @@ quantizer makes another. This graph is the same graph with
   quantize, in one read and one write (`ActivationQuantizer.fused_forward`);
 - that pass writing over its input where the input is a new tensor (batch norm, conv or linear
   output) that nothing else reads: no second activation-sized buffer competing for the cache;
+- a ReLU that alone reads an activation quantizer's output (resnet's ReLU after a residual
+  add's quantizer) folded into that quantizer's pass too: its lower bound raised to 0;
 - each eval-mode batch norm called as `F.batch_norm`, as its module's forward calls it;
 - every module it calls hanging off its root under a flat name (one attribute lookup, not one
   per dot of `features.1.conv.0.0`).
@@ -43,18 +45,22 @@ _RELU_METHODS = {"relu": "relu", "relu_": "relu"}
 _FRESH_OUTPUT = (nn.modules.batchnorm._BatchNorm, nn.Conv2d, nn.Linear, qnn.QuantConv2d, qnn.QuantLinear)
 
 
-def quantize(quantizer: nn.Module, x: torch.Tensor, clamp: str | None, in_place: bool = False) -> torch.Tensor:
+def quantize(quantizer: nn.Module, x: torch.Tensor, clamp: str | None, in_place: bool = False,
+             relu_after: str | None = None) -> torch.Tensor:
     """`quantizer(relu(x))` (`clamp` "relu" / "relu6") or `quantizer(x)` (None), fused where it can
-    be; `in_place`: x is a tensor nothing else reads, so the fused pass may write over it."""
+    be; `in_place`: x is a tensor nothing else reads, so the fused pass may write over it;
+    `relu_after` "relu" / "relu_" (in place, as the graph's was): then a ReLU on the quantizer's
+    output, in the same pass where fused."""
     fused = getattr(quantizer, "fused_forward", None)
-    out = fused(x, CLAMPS[clamp] if clamp else None, in_place) if fused is not None else None
+    out = fused(x, CLAMPS[clamp] if clamp else None, in_place, bool(relu_after)) if fused is not None else None
     if out is not None:
         return out
     if clamp == "relu":
         x = torch.relu(x)
     elif clamp == "relu6":
         x = F.hardtanh(x, 0.0, 6.0)
-    return quantizer(x)
+    out = quantizer(x)  # a disabled quantizer returns x itself, which an in-place ReLU then changes
+    return out if relu_after is None else out.relu_() if relu_after == "relu_" else torch.relu(out)
 
 
 def _parts(layer: nn.Module) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
@@ -87,9 +93,10 @@ def batch_norm(x: torch.Tensor, module: nn.modules.batchnorm._BatchNorm) -> torc
     return F.batch_norm(x, module.running_mean, module.running_var, module.weight, module.bias, False, 0.0, module.eps)
 
 
-def activation(x: torch.Tensor, clamp: str | None, in_place: bool, quantizers: nn.ModuleDict, key: str) -> torch.Tensor:
+def activation(x: torch.Tensor, clamp: str | None, in_place: bool, quantizers: nn.ModuleDict, key: str,
+               relu_after: str | None = None) -> torch.Tensor:
     """An activation quantizer node (`sw.graph`), looked up when it runs."""
-    return quantize(quantizers[key], x, clamp, in_place)
+    return quantize(quantizers[key], x, clamp, in_place, relu_after)
 
 
 def _relu_kind(node: fx.Node, modules: dict[str, nn.Module]) -> str | None:
@@ -155,6 +162,15 @@ def _foldable(relu: fx.Node, modules: dict[str, nn.Module]) -> bool:
     return _quantizes(user, relu, modules)
 
 
+def _after_quantizer(relu: fx.Node) -> bool:
+    """A ReLU whose input is an activation quantizer's output that only it reads: resnet's ReLU
+    after the add quantizer of a residual block."""
+    if not relu.args or not isinstance(relu.args[0], fx.Node):
+        return False
+    source = relu.args[0]
+    return _quantizer_key(source) is not None and len(source.users) == 1
+
+
 def _fresh(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     """The node's output is a new tensor: writing over it changes no other node's tensor.
     (fx traces `out += identity` as an out-of-place add, so adds are new tensors.)"""
@@ -174,6 +190,10 @@ def build(gm: fx.GraphModule) -> fx.GraphModule:
     modules = dict(gm.named_modules())
     folded = {node: _relu_kind(node, modules) for node in gm.graph.nodes}
     folded = {node: kind for node, kind in folded.items() if kind and _foldable(node, modules)}
+    # a ReLU that is the only reader of an activation quantizer's output: that quantizer applies it
+    after = {node for node in gm.graph.nodes
+             if node not in folded and _relu_kind(node, modules) == "relu" and _after_quantizer(node)}
+    relu_after = {node.args[0]: "relu_" if _in_place(node, modules) else "relu" for node in after}
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     root: dict[str, object] = {}  # flat name -> module or attribute
@@ -191,6 +211,9 @@ def build(gm: fx.GraphModule) -> fx.GraphModule:
     for node in gm.graph.nodes:
         if node in folded:
             continue  # its one user, a quantizer, reads its input and clamps
+        if node in after:
+            env[node] = env[node.args[0]]  # the quantizer before it gave the ReLU'd tensor
+            continue
         layer_call, key = _layer_call(node, modules), _quantizer_key(node)
         if _is_batch_norm(node, modules):
             env[node] = graph.call_function(batch_norm, (env[node.args[0]], graph.get_attr(flat_name(node.target))))
@@ -208,7 +231,7 @@ def build(gm: fx.GraphModule) -> fx.GraphModule:
         else:
             if quantizers is None:
                 quantizers = graph.get_attr(flat_name("activation_quantizers"))
-            new = graph.call_function(activation, (env[tensor], clamp, in_place, quantizers, key))
+            new = graph.call_function(activation, (env[tensor], clamp, in_place, quantizers, key, relu_after.get(node)))
         env[node] = new
     graph.lint()
     return fx.GraphModule(root, graph, class_name="InferenceGraph")

@@ -114,19 +114,26 @@ class ActivationQuantizer(TensorQuantizer):
         finally:
             torch.set_num_threads(threads)
 
-    def fused_forward(self, inputs: torch.Tensor, clamp: tuple[float, float] | None,
-                      in_place: bool = False) -> torch.Tensor | None:
+    def fused_forward(self, inputs: torch.Tensor, clamp: tuple[float, float] | None, in_place: bool = False,
+                      relu_after: bool = False) -> torch.Tensor | None:
         """This quantizer's output for `clamp(inputs)` (a ReLU or ReLU6 in front, or None) in one
         fused pass, as the module call would give it; None where the module call is needed:
         not in its static quantizing state (disabled, calibrating, clipping, learned amax, ...),
         a hook to run, fusion off, or an input that is not a contiguous float32 CPU tensor.
-        `in_place`: nothing else reads `inputs`, so the pass may write over it."""
+        `in_place`: nothing else reads `inputs`, so the pass may write over it. `relu_after`:
+        `relu(output)` instead, the same pass with its lower bound raised to 0 (the output is
+        `code / scale` with the scale > 0, so a code below 0 is exactly what the ReLU zeroes,
+        and -0.0 and NaN stay as both give them)."""
         if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or not self.fused
                 or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()
                 or not fused_quant.available()):
             return None
         cached = self._static_scales(inputs)
-        return None if cached is None else fused_quant.fake_quant(inputs, *cached[-1], self._unsigned, clamp, in_place)
+        if cached is None:
+            return None
+        mul, div, lo, hi = cached[-1]
+        return fused_quant.fake_quant(inputs, mul, div, max(lo, 0.0) if relu_after else lo, hi, self._unsigned, clamp,
+                                      in_place)
 
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
         """The cached (key, multiplier, divisor, min, max, the four as Python floats) for a static per-tensor

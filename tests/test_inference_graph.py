@@ -11,6 +11,7 @@ import torchvision
 from pytorch_quantization import nn as qnn
 from torch import nn
 
+from sw import inference_graph
 from sw.calibration import calibrate
 from sw.quantized_model import QuantizedModel, QuantSettings
 
@@ -19,7 +20,8 @@ class ReluShapes(nn.Module):
     """Every ReLU arrangement the graph must get right: folded (in-place module on a BN output,
     ReLU6, functional, `torch.relu_` on a conv output, method in front of a linear layer) and not
     folded (two readers of the ReLU, in place on a tensor an add reads too, in place on a view);
-    not folded past a max pool (module and functional, with padding);
+    not folded past a max pool (module and functional, with padding); folded into the add quantizer
+    before it where that quantizer's output only it reads, and not where the add reads it too;
     quantizers writing over tensors only they read (add outputs, a BN output) and not over a
     tensor another node reads."""
 
@@ -38,6 +40,9 @@ class ReluShapes(nn.Module):
         self.b3, self.b4 = nn.BatchNorm2d(6), nn.BatchNorm2d(6)
         self.c14b, self.c15, self.c16 = nn.Conv2d(6, 6, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 1)
         self.pool, self.r3 = nn.MaxPool2d(3, 1, 1), nn.ReLU(inplace=True)
+        self.c17, self.c18, self.c19 = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 1)
+        self.c20, self.c21, self.c22 = nn.Conv2d(3, 6, 1), nn.Conv2d(3, 6, 1), nn.Conv2d(6, 6, 1)
+        self.r4 = nn.ReLU(inplace=True)
         self.fc = nn.Linear(6 * 8 * 8, 4)
 
     def forward(self, x):
@@ -56,7 +61,11 @@ class ReluShapes(nn.Module):
         p = self.c14(p) + p  # c14's quantizer must not write over p
         r = self.c14b(self.pool(self.r3(self.b4(self.c15(x)))))  # ReLU, max pool, layer: not folded
         t = self.c16(F.max_pool2d(F.relu(self.c15(x)), 3, 1, 1))
-        return self.fc(torch.flatten(h + k + m + n + p + r + t, 1).relu())  # method ReLU before a linear layer
+        u = self.r4(self.c17(x) + self.c18(x))  # in place after an add's quantizer, read by a layer and an add:
+        w = self.c19(u) + u  # folded into that quantizer (graph mode), not into c19's
+        s = self.c20(x) + self.c21(x)
+        y = self.c22(F.relu(s)) + s  # after an add's quantizer that the add reads too: not folded
+        return self.fc(torch.flatten(h + k + m + n + p + r + t + w + y, 1).relu())  # method ReLU before a linear layer
 
 
 def _quantized(model: nn.Module, shape, batches: list[torch.Tensor], unsigned: str = "auto",
@@ -124,6 +133,9 @@ def test_relu_arrangements_give_the_module_graphs_tensors(activations, unsigned,
     with torch.no_grad():
         fp32 = model(x[0])
     assert not torch.equal(fast, fp32)  # it did quantize
+    relu_after = [n for n in qmodel._inference[0].graph.nodes if n.target is inference_graph.activation and n.args[5]]
+    assert len(relu_after) == 1  # r4 (in place on a quantizer's output: never folded into the quantizer after it)
+    assert not any(n.op == "call_module" and n.target == "r4" for n in qmodel._inference[0].graph.nodes)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "digits_cnn"])
@@ -160,7 +172,7 @@ def test_used_without_gradient_and_hooks_only(monkeypatch):
         fast = qmodel(x)
     assert calls[0] == 0
     slow = qmodel(x)  # gradient on
-    assert calls[0] == 18 and _bitwise_equal(fast, slow.detach())
+    assert calls[0] == 24 and _bitwise_equal(fast, slow.detach())  # 24 QuantConv2d calls
     seen = []
     handle = qmodel.layers()["c3"].register_forward_hook(lambda m, i, o: seen.append(i[0].clone()))
     try:
@@ -168,7 +180,7 @@ def test_used_without_gradient_and_hooks_only(monkeypatch):
             hooked = qmodel(x)
     finally:
         handle.remove()
-    assert calls[0] == 36 and len(seen) == 1 and _bitwise_equal(fast, hooked)
+    assert calls[0] == 48 and len(seen) == 1 and _bitwise_equal(fast, hooked)
     assert seen[0].min() >= 0  # the hooked layer saw its ReLU'd input
 
 
@@ -194,6 +206,9 @@ def test_quantizer_states_take_the_module_path(monkeypatch):
     assert _bitwise_equal(fast, modules) and len(seen) == 2 and torch.equal(seen[0], seen[1])
     assert seen[0].min() >= 0
     q.disable()
+    fast, modules = _both(qmodel, x, monkeypatch)
+    assert _bitwise_equal(fast, modules)
+    qmodel.activation_quantizers["add_4"].disable()  # its in-place ReLU (r4) then runs on the add output
     fast, modules = _both(qmodel, x, monkeypatch)
     assert _bitwise_equal(fast, modules)
 
