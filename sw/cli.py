@@ -44,15 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
-    """Quiet by default: warnings only, and silence absl's chatter from pytorch-quantization."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    """Quiet by default: warnings only, and silence absl's chatter from pytorch-quantization.
+
+    pytorch-quantization's import puts absl's handler on the root logger, and absl's verbosity
+    then sets the root's level too (to ERROR when quiet), which would drop every warning of ours:
+    so it is imported here first, its handler taken off the root, and absl's level set on absl's
+    own logger only."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     try:
         import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.INFO if verbose else absl.logging.ERROR)
+        import pytorch_quantization  # noqa: F401  (see above)
     except ImportError:
-        pass
+        absl = None
+    else:
+        logging.root.removeHandler(absl.logging.get_absl_handler())
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
+                        force=True)
+    if absl is not None:
+        absl.logging.set_verbosity(absl.logging.INFO if verbose else absl.logging.ERROR)
 
 
 def run_guarded(func, args, verbose: bool) -> int:

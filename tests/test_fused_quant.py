@@ -105,3 +105,17 @@ def test_an_unsigned_quantizer_asked_to_write_over_its_input_still_raises_on_neg
     with torch.no_grad():
         ours = ActivationQuantizer(desc).fused_forward(x.clone(), None, in_place=True)
     assert torch.equal(ours.view(torch.int32), TensorQuantizer(desc)(x).view(torch.int32))
+
+
+def test_the_quiet_command_line_shows_our_warnings_and_not_the_librarys_chatter(tmp_path):
+    """`python -m sw ...` without --verbose: pytorch-quantization's import puts absl's handler on the
+    root logger and absl's verbosity would then drop every warning, this kernel's included."""
+    import subprocess
+
+    script = ("from sw.cli import configure_logging\nconfigure_logging(False)\nimport logging\n"
+              "from absl import logging as absl_logging\nfrom pytorch_quantization import nn\n"
+              "logging.getLogger('sw.fused_quant').warning('ours')\nabsl_logging.warning('theirs')\n")
+    quiet = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    lines = [line for line in quiet.stderr.splitlines() if "ours" in line or "theirs" in line]
+    assert lines == ["WARNING sw.fused_quant: ours"], quiet.stderr
