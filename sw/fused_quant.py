@@ -84,9 +84,10 @@ def _build() -> ctypes.CDLL:
     if compiler is None:
         raise OSError("no C++ compiler (g++ or c++ on PATH, or $CXX)")
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=60).stdout
+    source = SOURCE.read_text()
     errors = []
     for flags in ((*FLAGS, OPENMP), FLAGS):  # a compiler without OpenMP still fuses, on one thread
-        key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, *flags, platform.machine()])
+        key = hashlib.sha256("\0".join([source, compiler, version, *flags, platform.machine()])
                              .encode()).hexdigest()[:16]
         target = cache_dir() / f"fused_quant-{key}.so"
         if not target.exists():
@@ -115,6 +116,11 @@ def available() -> bool:
             log.warning("fused fake-quant kernel unavailable (%s): quantizers run the library's torch passes "
                         "(same values, slower)", _unavailable)
     return _library is not None
+
+
+def unavailable_reason() -> str | None:
+    """Why the kernel cannot be used here; None where it can."""
+    return None if available() else _unavailable
 
 
 def uses_openmp() -> bool:

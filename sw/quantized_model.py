@@ -103,7 +103,7 @@ class ActivationQuantizer(TensorQuantizer):
         if cached is None:
             return super()._quant_forward(inputs)
         _, mul, div, lo, hi, floats = cached
-        if self.fused and inputs.is_cpu and inputs.is_contiguous() and fused_quant.available():
+        if self._fusable(inputs):
             return fused_quant.fake_quant(inputs, *floats, self._unsigned)
         threads = torch.get_num_threads()
         if threads == 1 or inputs.numel() >= self.serial_below:
@@ -124,9 +124,8 @@ class ActivationQuantizer(TensorQuantizer):
         `relu(output)` instead, the same pass with its lower bound raised to 0 (the output is
         `code / scale` with the scale > 0, so a code below 0 is exactly what the ReLU zeroes,
         and -0.0 and NaN stay as both give them)."""
-        if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or not self.fused
-                or self._forward_hooks or self._forward_pre_hooks or not inputs.is_cpu or not inputs.is_contiguous()
-                or not fused_quant.available()):
+        if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or self._forward_hooks
+                or self._forward_pre_hooks or not self._fusable(inputs)):
             return None
         cached = self._static_scales(inputs)
         if cached is None:
@@ -134,6 +133,10 @@ class ActivationQuantizer(TensorQuantizer):
         mul, div, lo, hi = cached[-1]
         return fused_quant.fake_quant(inputs, mul, div, max(lo, 0.0) if relu_after else lo, hi, self._unsigned, clamp,
                                       in_place)
+
+    def _fusable(self, inputs: torch.Tensor) -> bool:
+        """The fused kernel can take `inputs`: fusion on, kernel built, a contiguous CPU tensor."""
+        return self.fused and inputs.is_cpu and inputs.is_contiguous() and fused_quant.available()
 
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
         """The cached (key, multiplier, divisor, min, max, the four as Python floats) for a static per-tensor

@@ -37,6 +37,15 @@ TINY = {
 }
 
 
+def require_fused_kernel() -> None:
+    """Skip, naming why, where the fused fake-quant kernel (`sw.fused_quant`) cannot be built."""
+    from sw import fused_quant
+
+    reason = fused_quant.unavailable_reason()
+    if reason is not None:
+        pytest.skip(f"the fused kernel did not build here: {reason}")
+
+
 def deep_update(base: dict, changes: dict) -> dict:
     out = copy.deepcopy(base)
     for key, value in changes.items():

@@ -13,6 +13,7 @@ import torch
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
 
+from conftest import require_fused_kernel
 from sw import fused_quant
 from sw.quantized_model import ActivationQuantizer
 
@@ -21,19 +22,18 @@ from sw.quantized_model import ActivationQuantizer
 def fresh_kernel(tmp_path, monkeypatch):
     """The module as in a new process, with an empty kernel cache (restored afterwards)."""
     monkeypatch.setenv("SW_KERNEL_CACHE", str(tmp_path / "kernels"))
-    monkeypatch.setattr(fused_quant, "_library", None)
-    monkeypatch.setattr(fused_quant, "_unavailable", None)
+    forget_kernel(monkeypatch)
     return tmp_path / "kernels"
 
 
 def forget_kernel(monkeypatch) -> None:
+    """Unload the module's kernel state, as a new process starts (restored after the test)."""
     monkeypatch.setattr(fused_quant, "_library", None)
     monkeypatch.setattr(fused_quant, "_unavailable", None)
 
 
 def test_the_kernel_is_compiled_once_into_its_cache(fresh_kernel, monkeypatch):
-    if fused_quant._compiler() is None:
-        pytest.skip("no C++ compiler here")
+    require_fused_kernel()  # builds it into the empty cache
     assert fused_quant.available()
     built = sorted(fresh_kernel.glob("fused_quant-*.so"))
     assert len(built) == 1 and sorted(fresh_kernel.iterdir()) == built  # no partial build left
@@ -74,8 +74,9 @@ def _threads() -> int:
 def test_the_kernel_runs_on_torchs_openmp_threads():
     """The kernel's OpenMP threads are torch's own pool: running it split over 2 threads starts
     no thread (a second OpenMP runtime would start its own pool, competing with torch's)."""
-    if not fused_quant.available() or not fused_quant.uses_openmp():
-        pytest.skip(f"no OpenMP kernel here: {fused_quant._unavailable or 'built without OpenMP'}")
+    require_fused_kernel()
+    if not fused_quant.uses_openmp():
+        pytest.skip("the fused kernel was built without OpenMP here")
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -92,8 +93,7 @@ def test_the_kernel_runs_on_torchs_openmp_threads():
 def test_an_unsigned_quantizer_asked_to_write_over_its_input_still_raises_on_negatives():
     """In place is only taken where nothing can raise: an unsigned quantizer with no ReLU in front
     checks its input as the library does, and leaves it untouched when it raises."""
-    if not fused_quant.available():
-        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
+    require_fused_kernel()
     desc = QuantDescriptor(num_bits=4, unsigned=True, amax=1.5)
     x = torch.rand(3000, generator=torch.Generator().manual_seed(2))
     x[1234] = -0.25
@@ -119,3 +119,16 @@ def test_the_quiet_command_line_shows_our_warnings_and_not_the_librarys_chatter(
     assert quiet.returncode == 0, quiet.stderr
     lines = [line for line in quiet.stderr.splitlines() if "ours" in line or "theirs" in line]
     assert lines == ["WARNING sw.fused_quant: ours"], quiet.stderr
+
+
+def test_a_non_contiguous_input_takes_the_library_path():
+    """The kernel reads memory in order: a transposed or strided activation must not reach it."""
+    require_fused_kernel()
+    desc = QuantDescriptor(num_bits=4, unsigned=False, amax=2.0)
+    x = torch.randn(64, 96, generator=torch.Generator().manual_seed(4)) * 2
+    for view in (x.t(), x[:, ::2]):
+        assert not view.is_contiguous()
+        with torch.no_grad():
+            assert ActivationQuantizer(desc).fused_forward(view, (0.0, 6.0)) is None
+        ours, library = ActivationQuantizer(desc)(view), TensorQuantizer(desc)(view)
+        assert torch.equal(ours.view(torch.int32), library.view(torch.int32))

@@ -8,6 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
+from conftest import require_fused_kernel
 from sw.calibration import calibrate
 from sw.models import DigitsCNN
 from sw.quantized_model import QuantizedModel, QuantSettings
@@ -167,8 +168,8 @@ def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, 
     from sw.quantized_model import ActivationQuantizer
 
     fused, serial_below, grain = ACTIVATION_PATHS[path]
-    if fused and not fused_quant.available():
-        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
+    if fused:
+        require_fused_kernel()
     monkeypatch.setattr(ActivationQuantizer, "fused", fused)
     monkeypatch.setattr(ActivationQuantizer, "serial_below", serial_below)
     monkeypatch.setattr(fused_quant, "GRAIN", grain)
@@ -213,6 +214,7 @@ def test_fused_clamp_equals_the_relu_then_the_library(clamp, unsigned):
     from sw.inference_graph import CLAMPS
     from sw.quantized_model import ActivationQuantizer
 
+    require_fused_kernel()
     gen = torch.Generator().manual_seed(5)
     relu = torch.relu if clamp == "relu" else (lambda t: torch.nn.functional.hardtanh(t, 0.0, 6.0))
     for bits in (2, 4, 8):
@@ -290,8 +292,8 @@ def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_path
     from sw import fused_quant
     from sw.quantized_model import ActivationQuantizer
 
-    if fused and not fused_quant.available():
-        pytest.skip(f"the fused kernel did not build here: {fused_quant._unavailable}")
+    if fused:
+        require_fused_kernel()
     monkeypatch.setattr(ActivationQuantizer, "fused", fused)
     gen = torch.Generator().manual_seed(3)
     for shape in ((32, 64, 8, 8), (1, 3, 32, 32), ((1 << 20) + 7,)):
