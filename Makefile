@@ -35,7 +35,7 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Icarus Verilog, yosys and a C++ compiler (Verilator's models, sw.fused_quant's kernel) come from
+# Icarus Verilog, yosys and a C++ compiler (Verilator's models, sw.quant.fused_quant's kernel) come from
 # the system's packages.
 hdl-tools:
 	@if ! command -v iverilog >/dev/null || ! command -v yosys >/dev/null || ! command -v g++ >/dev/null; then \

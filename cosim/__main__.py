@@ -1,92 +1,11 @@
-"""`python -m cosim [WORKLOAD] [--point int8|best|N]`: prove the RTL computes what the search simulated."""
+"""`python -m cosim`: the library warning policy first (importing torch warns), then the command line."""
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-from cosim.simulation import SIMULATORS, STALLS, WORD_WIDTHS
-from sw.errors import UserError
+from sw.core.quiet import silence_library_warnings
 
+silence_library_warnings(sys.argv[1:])
 
-def build_parser() -> argparse.ArgumentParser:
-    from cosim.reference import FAULTS  # imports torch: run_cli silences its warnings first
+from cosim.cli import main  # noqa: E402  (after the warning policy, on purpose)
 
-    p = argparse.ArgumentParser(
-        prog="python -m cosim",
-        description="Feed every quantized layer's real weights and input activations through the simulated "
-                    "converter RTL (quantize -> pack -> unpack -> dequantize) and compare every element with "
-                    "pytorch-quantization's codes and the search's fake-quant values, and the packed word "
-                    "counts with the energy model's DRAM words. Exit status 1 on any mismatch.")
-    p.add_argument("workload", nargs="?", help="workload YAML (default: the embedded workloads/digits_cnn.yaml)")
-    p.add_argument("--point", default="int8",
-                   help="bit configuration: int8 (all layers 8 bits, default), best (the lowest-cost Pareto point "
-                        "meeting the accuracy constraint on held-out data) or N (row N of the Pareto CSV)")
-    p.add_argument("--checkpoint", type=Path, metavar="STEM",
-                   help="a quantized checkpoint (python -m sw retrain, or export --format state_dict) instead of --point")
-    p.add_argument("--run-id", type=int, help="exploration run to take the Pareto point from (default: the latest)")
-    p.add_argument("--images", type=int, default=8, help="real images whose activations are captured (default 8)")
-    p.add_argument("--layers", help="comma-separated layer names (default: every quantized layer and model_input)")
-    p.add_argument("--sim", choices=SIMULATORS, default="icarus", help="HDL simulator (verilator: the fast option)")
-    p.add_argument("--word-bits", type=int, choices=WORD_WIDTHS, default=32, help="packed memory word width")
-    p.add_argument("--stalls", choices=STALLS, default="none",
-                   help="random valid/ready bubbles on every stream (default none: fastest)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the stall patterns")
-    p.add_argument("--inject", choices=FAULTS,
-                   help="break the Python reference on purpose (wrong scale or truncating rounding): must fail")
-    p.add_argument("--out", type=Path, help="CSV report path (default: <results>/cosim/<point>_<sim>_w<W>.csv)")
-    p.add_argument("--progress", action="store_true", help="progress bars while training/loading data")
-    p.add_argument("--verbose", "-v", action="store_true", help="more logging; tracebacks on errors")
-    return p
-
-
-def run(args: argparse.Namespace) -> int:
-    from cosim.cosimulation import point_configuration, run_cosim
-    from cosim.report import format_table, write_csv
-    from sw.study import Study
-
-    study = Study(args.workload, progress=args.progress)
-    preset = study.workload.quantization.preset
-    if preset == "snpe":
-        raise UserError(f"{study.workload.path}: quantization.preset snpe is asymmetric (a zero point); the converter "
-                        f"RTL implements symmetric quantization only (presets hw, tensorrt, pow2)")
-    if args.checkpoint is not None:
-        from sw.checkpoint import load_checkpoint
-
-        layer_bits = load_checkpoint(study.quantized_model, args.checkpoint, model_name=study.workload.model.name)
-        args.point = args.checkpoint.with_suffix("").name
-        clipping = None  # the checkpoint's quantizer state is what it simulates
-    else:
-        layer_bits, clipping = point_configuration(study, args.point, args.run_id)
-    layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
-    print(f"cosim {study.name} at point {args.point}: " + ", ".join(f"{n}={w}/{i}" for n, (w, i) in layer_bits.items()))
-    print(f"simulating on {args.sim}, {args.word_bits}-bit words, stalls: {args.stalls}"
-          + (f", injected fault: {args.inject}" if args.inject else ""), flush=True)
-    if clipping:
-        print("input clipping: " + ", ".join(f"{n}={m}" for n, m in clipping.items()))
-    result = run_cosim(study, layer_bits, point=args.point, images=args.images, layers=layers, sim=args.sim,
-                       word_bits=args.word_bits, stalls=args.stalls, seed=args.seed, fault=args.inject,
-                       clipping=clipping)
-    out = args.out or study.results_dir / "cosim" / f"{args.point}_{args.sim}_w{args.word_bits}.csv"
-    write_csv(result, out)
-    print(format_table(result))
-    cycles = sum(r.cycles for r in result.rows)
-    print(f"{len(result.rows)} tensors, {result.elements:,} elements, {cycles:,.0f} simulated cycles; "
-          f"simulator {result.simulator_s:.1f} s, total run time {result.total_s:.1f} s")
-    print(f"report: {out}")
-    if result.ok:
-        print("PASS: the RTL is bit-exact with the search's numerics and writes the energy model's DRAM words")
-        return 0
-    print("FAIL: mismatches between the RTL and the Python numerics (see the rows marked MISMATCH)")
-    return 1
-
-
-def main(argv: list[str] | None = None) -> int:
-    from sw.cli import run_cli
-
-    return run_cli(build_parser, argv, run)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

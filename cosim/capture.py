@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from sw.errors import UserError
-from sw.quantized_model import QuantizedModel
+from sw.core.errors import UserError
+from sw.model.quantized_model import QuantizedModel
 
 
 @dataclass

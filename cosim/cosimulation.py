@@ -21,8 +21,8 @@ from cosim.capture import CapturedTensor, capture
 from cosim.comparison import TensorReport, compare
 from cosim.reference import expected
 from cosim.simulation import Stream, simulate
-from sw.errors import UserError
-from sw.study import Study
+from sw.core.errors import UserError
+from sw.study.study import Study
 
 
 @dataclass

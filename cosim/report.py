@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from cosim.cosimulation import CosimResult
-from sw.durable import atomic_write
+from sw.core.durable import atomic_write
 
 COLUMNS = ("layer", "tensor", "bits", "signed", "segments", "elements", "code_mismatches", "value_mismatches",
            "words_rtl", "words_model", "words_dense", "cycles", "wall_s", "ok")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 HW_TB = REPO / "hw" / "tb"

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def _add_workload(parser: argparse.ArgumentParser) -> None:
 
 def cmd_table(args: argparse.Namespace) -> int:
     from energy.table import build_table
-    from sw.workload import load_workload
+    from sw.config.workload import load_workload
 
     if args.workers is not None and args.workers < 1:
         raise UserError(f"--workers: expected an integer >= 1, got {args.workers}")
@@ -75,7 +75,7 @@ def print_vs_bits(table) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from energy.plot import plot_workload
-    from sw.workload import load_workload
+    from sw.config.workload import load_workload
 
     workload = load_workload(args.workload)
     path = plot_workload(workload, front_csv=args.front, output=args.output, workers=args.workers)
@@ -86,7 +86,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_fronts(args: argparse.Namespace) -> int:
     from energy.fronts import front_costs
     from energy.table import build_table
-    from sw.workload import load_workload
+    from sw.config.workload import load_workload
 
     workload = load_workload(args.workload)
     fronts = {workload.name: workload.results_dir / "front.csv"}

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from sw.errors import DataError
+from sw.core.errors import DataError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Sequence
 
 from energy.layers import LayerGeometry
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 if TYPE_CHECKING:
     from torch import nn

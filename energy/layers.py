@@ -2,7 +2,7 @@
 
 Every `nn.Conv2d` (grouped and depthwise included) and `nn.Linear` is recorded under its
 qualified module name (`model.named_modules()`), in the order the forward pass first calls it.
-That is the same naming and order as `sw.quantized_model.QuantizedModel.layer_names`, so the
+That is the same naming and order as `sw.model.quantized_model.QuantizedModel.layer_names`, so the
 energy table and the search agree on layer identity. A Linear is a 1x1 convolution on a 1x1
 feature map, so both kinds share one geometry record.
 """
@@ -14,7 +14,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 if TYPE_CHECKING:  # torch is imported lazily: engine worker processes only need the geometry
     import torch
@@ -150,6 +150,6 @@ def trace_layers(model: "nn.Module", input_shape: Sequence[int]) -> dict[str, La
 
 def workload_layers(workload) -> dict[str, LayerGeometry]:
     """Trace the workload's model architecture at the workload's input shape."""
-    from sw.models import build_architecture
+    from sw.nets.models import build_architecture
 
     return trace_layers(build_architecture(workload), workload.model.input_shape)

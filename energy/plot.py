@@ -16,7 +16,7 @@ from typing import Mapping
 import numpy as np
 
 from energy.table import EnergyTable
-from sw.errors import DataError
+from sw.core.errors import DataError
 
 PARTS = (("dram_w_energy_uj", "weights"), ("dram_i_energy_uj", "inputs"), ("dram_o_energy_uj", "outputs"))
 

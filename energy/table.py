@@ -47,8 +47,8 @@ from energy.dataflow import BASELINE, NETWORK_INPUT, Dataflow, chain_dataflow
 from energy.engines import (METRICS, PLAIN, DramCosts, Engine, MappingError, OnChipBuffer, Residency, detail,
                             get_engine)
 from energy.layers import LayerGeometry
-from sw.durable import atomic_write
-from sw.errors import DataError, UserError
+from sw.core.durable import atomic_write
+from sw.core.errors import DataError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -567,7 +567,7 @@ def workload_layers_and_dataflow(workload, spec: TableSpec) -> tuple[dict[str, L
     """The workload's layers (batch 1) and, when the spec needs it, the traced dataflow between them."""
     from energy.dataflow import trace_dataflow
     from energy.layers import trace_layers
-    from sw.models import build_architecture
+    from sw.nets.models import build_architecture
 
     model = build_architecture(workload)
     layers = trace_layers(model, workload.model.input_shape)

@@ -5,8 +5,8 @@ Measured side by side in one run, interleaved and repeated, for resnet18 and mob
 its own fp32 time (a shared machine's slow spells hit both):
 - fp32: the plain model;
 - fake quant, weights once: the search's path (bits set, weights fake-quantized once per
-  candidate, the inference graph `sw.inference_graph`: layers called directly, each activation
-  quantized in one fused pass with the ReLU in front of it, `sw.fused_quant`);
+  candidate, the inference graph `sw.model.inference_graph`: layers called directly, each activation
+  quantized in one fused pass with the ReLU in front of it, `sw.quant.fused_quant`);
 - the same through the module graph (every QuantConv2d and quantizer module called, ReLUs as
   their own passes), and through it with the activations as five torch passes each (the two
   earlier paths; identical outputs, tested);
@@ -34,10 +34,14 @@ import numpy as np
 import torch
 import torchvision
 
-from sw.allocator import keep_freed_memory
-from sw.calibration import METHODS, Recipe, calibrate
-from sw.models import DigitsCNN
-from sw.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
+from sw.model.calibration import METHODS, Recipe, calibrate
+from sw.model.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
+from sw.nets.models import DigitsCNN
+from sw.problems.quantization_problem import _worker_problem
+from sw.quant.clipping import Histogram, entropy_amax
+from sw.search.allocator import keep_freed_memory
+from sw.search.runner import DaskBackend, SerialBackend
+from sw.study.study import Study
 
 
 def _time(fn, repeats: int) -> float:
@@ -76,14 +80,14 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
         for x in data:
             q(x)
 
-    def module_graph() -> None:  # module calls, ReLUs as their own passes (before `sw.inference_graph`)
+    def module_graph() -> None:  # module calls, ReLUs as their own passes (before `sw.model.inference_graph`)
         QuantizedModel.use_inference_graph = False
         try:
             evaluate(qmodel)
         finally:
             QuantizedModel.use_inference_graph = True
 
-    def unfused() -> None:  # and five torch passes per activation (before `sw.fused_quant`)
+    def unfused() -> None:  # and five torch passes per activation (before `sw.quant.fused_quant`)
         ActivationQuantizer.fused = False
         try:
             module_graph()
@@ -110,8 +114,6 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
 def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
     """Build a dask worker's problem (model, calibration) and evaluate one candidate (compiles the
     fused quantizer) before the clock starts, as the serial runner is warmed."""
-    from sw.problems.quantization_problem import _worker_problem
-
     _worker_problem(workload, thresholds).evaluate_one(x)
 
 
@@ -123,8 +125,6 @@ def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # worker processes read it too
     import distributed  # noqa: F401  (configures its loggers on import; quieted below)
 
-    from sw.search import DaskBackend, SerialBackend
-    from sw.study import Study
 
     for name in ("distributed", "dask"):  # cluster start/stop chatter is not a benchmark result
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -187,7 +187,6 @@ def bench_entropy_search(bins: int = 2048) -> tuple[float, float]:
     """(pytorch-quantization's entropy search, ours) on one histogram of ReLU'd Gaussian data, seconds."""
     from pytorch_quantization.calib.histogram import _compute_amax_entropy
 
-    from sw.clipping import Histogram, entropy_amax
 
     x = np.maximum(np.random.default_rng(0).normal(size=100_000), 0.0)
     counts, edges = np.histogram(x, bins=bins, range=(0.0, float(x.max())))
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
 
     absl.logging.set_verbosity(absl.logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    keep_freed_memory()  # as the search runners do (sw.search.make_backend); fp32 and fake quant alike
+    keep_freed_memory()  # as the search runners do (sw.search.runner.make_backend); fp32 and fake quant alike
     if args.only in (None, "models"):
         bench_models(args)
     if args.only in (None, "runners"):

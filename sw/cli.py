@@ -12,16 +12,15 @@ import logging
 import os
 import pkgutil
 import sys
-import warnings
-from typing import Callable
 from types import ModuleType
+from typing import Callable
 
-from sw.errors import UserError
+import sw.commands as package
+from sw.core.errors import UserError
+from sw.core.quiet import silence_library_warnings
 
 
 def _command_modules() -> dict[str, ModuleType]:
-    import sw.commands as package
-
     modules = {}
     for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
         if info.name.startswith("_"):
@@ -82,11 +81,7 @@ def run_cli(build: Callable[[], argparse.ArgumentParser], argv: list[str] | None
     """Build the parser (after silencing library warnings: imports warn), parse, set up quiet
     logging (or --verbose), run `func` (default: the subcommand's) guarded."""
     argv = sys.argv[1:] if argv is None else argv
-    if not ({"--verbose", "-v"} & set(argv)):
-        # library deprecation chatter (torch.jit in pytorch-quantization, ...) is not for users
-        warnings.filterwarnings("ignore", category=FutureWarning)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+    silence_library_warnings(argv)
     args = build().parse_args(argv)
     configure_logging(args.verbose)
     return run_guarded(func or args._run, args, args.verbose)

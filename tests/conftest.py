@@ -38,8 +38,8 @@ TINY = {
 
 
 def require_fused_kernel() -> None:
-    """Skip, naming why, where the fused fake-quant kernel (`sw.fused_quant`) cannot be built."""
-    from sw import fused_quant
+    """Skip, naming why, where the fused fake-quant kernel (`sw.quant.fused_quant`) cannot be built."""
+    from sw.quant import fused_quant
 
     reason = fused_quant.unavailable_reason()
     if reason is not None:

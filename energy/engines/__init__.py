@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from energy.layers import LayerGeometry
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 OPERANDS = ("w", "i", "o")
 DIRECTIONS = ("read", "write")

@@ -52,7 +52,7 @@ from typing import Sequence
 
 from energy.engines import PLAIN, DramCosts, Engine, LevelAccess, Metrics, Residency, psum_bits, summarise
 from energy.layers import LayerGeometry
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 INSTALL_HINT = ("engine 'timeloop' needs Timeloop and Accelergy (timeloop-mapper and accelergy on PATH) and a "
                 "Python with timeloopfe, none of which are on PyPI: build and install them as energy/README.md describes "

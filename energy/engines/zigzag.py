@@ -42,7 +42,7 @@ from typing import Any, Sequence
 from energy.engines import (PLAIN, DramCosts, Engine, LevelAccess, MappingError, Metrics, OnChipBuffer, Residency,
                             one_line, psum_bits, summarise)
 from energy.layers import LayerGeometry
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 # Bump when the way layers are modelled changes: cached results of older revisions are not reused.
 MODEL_REVISION = 3

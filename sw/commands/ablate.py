@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import re
 
-from sw.errors import UserError
-from sw.study import Study
-from sw.workload import MAX_BITS
+from sw.core.errors import UserError
+from sw.core.limits import MAX_BITS
+from sw.study.ablation import run_ablation
+from sw.study.study import Study
 
 HELP = ("calibration ablation at uniform bits: naive -> +ACIQ -> +bit allocation -> +bias correction, "
         "percentile, entropy, mse; held-out accuracy table (CSV + Markdown)")
@@ -32,8 +33,6 @@ def parse_wa(text: str) -> tuple[int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw.ablation import run_ablation
-
     weight_bits, input_bits = parse_wa(args.bits)
     study = Study(args.workload, progress=args.progress)
     out_dir = study.results_dir / "ablation"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from sw.calibration import ensure_calibrated
-from sw.quantized_model import QuantizedModel, QuantSettings
-from sw.study import Study
+from sw.model.calibration import ensure_calibrated
+from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.study.study import Study
 
 HELP = "calibrate the quantizers (max, percentile, entropy, mse, aciq) and save them as JSON"
 

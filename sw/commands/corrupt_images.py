@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sw import corruptions
-from sw.errors import DataError, UserError
+from sw.core.errors import DataError, UserError
+from sw.data import corruptions
 
 HELP = "corrupt an image folder with weather conditions at several severities (ImageNet-C layout)"
 

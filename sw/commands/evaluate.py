@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sw.errors import UserError
-from sw.study import Study
-from sw.workload import MAX_BITS
+from sw.core.errors import UserError
+from sw.core.limits import MAX_BITS
+from sw.model.checkpoint import load_checkpoint
+from sw.study.study import Study
 
 HELP = "evaluate one configuration (a decision vector, uniform bits, a Pareto point or fp32) on a dataset phase"
 
@@ -57,8 +58,6 @@ def run(args: argparse.Namespace) -> int:
         metrics = study.evaluate(study.fp32_model, args.phase)
         label = "fp32"
     elif args.checkpoint is not None:
-        from sw.checkpoint import load_checkpoint
-
         layer_bits = load_checkpoint(study.quantized_model, args.checkpoint, model_name=w.model.name)
         metrics = study.evaluate(study.quantized_model, args.phase)
         label = f"checkpoint {args.checkpoint}"

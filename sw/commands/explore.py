@@ -7,10 +7,11 @@ import argparse
 import sys
 import time
 
-from sw.heldout import PHASE as HELDOUT, PREFIX, best_index, reevaluate
-from sw.pareto import front_rows, pareto_front, write_front
-from sw.search import Recorder, RecordingRunner, build_algorithm, make_backend, run_nsga2
-from sw.study import Study
+from sw.search.heldout import PHASE as HELDOUT
+from sw.search.heldout import PREFIX, best_index, reevaluate
+from sw.search.pareto import front_rows, pareto_front, write_front
+from sw.search.runner import Recorder, RecordingRunner, build_algorithm, make_backend, run_nsga2
+from sw.study.study import Study
 
 HELP = "search per-layer bit widths (NSGA-II) and write the Pareto front"
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sw.configuration import add_configuration_arguments, apply_configuration
-from sw.csv_table import upsert_rows
-from sw.errors import UserError
-from sw.study import Study
+from sw.core.csv_table import upsert_rows
+from sw.core.errors import UserError
+from sw.deploy.export import FORMATS, export_configuration
+from sw.deploy.lowering import UnsupportedOp
+from sw.study.configuration import add_configuration_arguments, apply_configuration
+from sw.study.study import Study
 
 HELP = "export a Pareto point / uniform bits / QAT checkpoint as QDQ ONNX, integer model or checkpoint, verified"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from sw.deploy.export import FORMATS
-
     add_configuration_arguments(parser, checkpoint=True)
     parser.add_argument("--format", nargs="+", choices=FORMATS, default=list(FORMATS), metavar="FORMAT",
                         help="onnx: QDQ ONNX run in onnxruntime; int: the integer-only reference model; "
@@ -30,9 +30,6 @@ def _fmt(value) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sw.deploy.export import export_configuration
-    from sw.deploy.lowering import UnsupportedOp
-
     study = Study(args.workload, progress=args.progress)
     w = study.workload
     label, info = apply_configuration(study, args)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from sw.report import build_report
-from sw.study import Study
+from sw.study.study import Study
 
 HELP = "write the study's HTML report (front, generations, hypervolume, bits, energy, weather, cosim) with TikZ figures"
 

@@ -7,15 +7,15 @@ import argparse
 import time
 from pathlib import Path
 
-from sw.checkpoint import save_checkpoint
-from sw.configuration import add_configuration_arguments, apply_configuration
-from sw.csv_table import upsert_rows
-from sw.datasets import build_loader
-from sw.errors import UserError
-from sw.heldout import PHASE as HELDOUT
-from sw.lsq import check_trainable
-from sw.study import Study
-from sw.training import quantization_aware_training
+from sw.core.csv_table import upsert_rows
+from sw.core.errors import UserError
+from sw.data.datasets import build_loader
+from sw.model.checkpoint import save_checkpoint
+from sw.nets.training import quantization_aware_training
+from sw.quant.lsq import check_trainable
+from sw.search.heldout import PHASE as HELDOUT
+from sw.study.configuration import add_configuration_arguments, apply_configuration
+from sw.study.study import Study
 
 HELP = "quantization-aware retraining (QAT: STE or LSQ) of a Pareto point or a uniform bit width"
 

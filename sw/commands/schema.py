@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from sw.schema import Doc
-from sw.workload import WORKLOAD
+from sw.config.workload import WORKLOAD
+from sw.core.schema import Doc
 
 HELP = "print every workload key, what it expects and its default"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import torch
 
-from sw.models import build_architecture
-from sw.study import Study
-from sw.training import cached_checkpoint, train_and_cache
+from sw.nets.models import build_architecture
+from sw.nets.training import cached_checkpoint, train_and_cache
+from sw.study.study import Study
 
 HELP = "train the workload's fp32 model (deterministic; cached for explore)"
 

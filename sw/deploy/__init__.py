@@ -6,6 +6,6 @@
     verification.py: each against the fake-quant model, per tensor and in accuracy
 
 `lowering.lower(qmodel)` reads the model's torch.fx graph (traced in module mode) into a
-small list of operations with every quantizer's integer parameters (`sw.presets.QuantParams`):
+small list of operations with every quantizer's integer parameters (`sw.quant.presets.QuantParams`):
 the one description both back ends are built from.
 """

@@ -20,11 +20,13 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from sw.core.durable import write_text
 from sw.deploy.integer_model import IntegerModel
 from sw.deploy.lowering import lower
+from sw.deploy.onnx_export import OnnxRunner, exposed_names, onnx_run, save, to_onnx
 from sw.deploy.verification import compare, integer_run
-from sw.durable import write_text
-from sw.heldout import PHASE as HELDOUT
+from sw.model.checkpoint import save_checkpoint
+from sw.search.heldout import PHASE as HELDOUT
 
 FORMATS = ("onnx", "int", "state_dict")
 ONNX_TOLERANCE = 0.001  # held-out accuracy: onnxruntime within 0.1 point of fake quant
@@ -64,8 +66,6 @@ def export_configuration(study, label: str, formats: Sequence[str], out_dir: Pat
                           "max_abs": model.max_abs}
         files += [str(p) for p in model.save(out_dir / f"{label}_int")]
     if "onnx" in formats:
-        from sw.deploy.onnx_export import OnnxRunner, exposed_names, onnx_run, save, to_onnx
-
         onnx_model = to_onnx(graph)
         files.append(str(save(onnx_model, out_dir / f"{label}.onnx")))
         standard = OnnxRunner(onnx_model, optimize=False)
@@ -84,8 +84,6 @@ def export_configuration(study, label: str, formats: Sequence[str], out_dir: Pat
         details["onnx"] = {"metrics": metrics, "metrics_all_optimizations": optimized,
                            "comparison": comparison.to_json(), "opset": onnx_model.opset_import[0].version}
     if "state_dict" in formats:
-        from sw.checkpoint import save_checkpoint
-
         files += [str(p) for p in save_checkpoint(qmodel, out_dir / f"{label}_state", workload=study.workload,
                                                   info={"kind": "export", **row})]
     row = {k: (float(f"{v:.6g}") if isinstance(v, float) else v) for k, v in row.items()}

@@ -45,10 +45,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sw.core.durable import atomic_write, write_text
+from sw.core.errors import DataError, first_line
 from sw.deploy.lowering import DeployGraph, Op, UnsupportedOp
-from sw.durable import atomic_write, write_text
-from sw.errors import DataError, first_line
-from sw.presets import QuantParams
+from sw.quant.presets import QuantParams
 
 FORMAT = "mpq-integer-model/1"
 MULTIPLIER_BITS = 30  # m0 <= 2^30, so |v| < 2^31 times m0 stays below 2^61
@@ -225,7 +225,7 @@ class IntegerModel:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.dequantize_output(self.run(self.quantize_input(x), record=True)[self.output])
 
-    def eval(self) -> "IntegerModel":  # so sw.evaluation.evaluate accepts it
+    def eval(self) -> "IntegerModel":  # so sw.evaluation.evaluate.evaluate accepts it
         return self
 
     def train(self, mode: bool = True) -> "IntegerModel":

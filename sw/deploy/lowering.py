@@ -21,8 +21,8 @@ from pytorch_quantization.nn import TensorQuantizer
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from sw.errors import UserError, first_line
-from sw.presets import QuantParams, quant_params
+from sw.core.errors import UserError, first_line
+from sw.quant.presets import QuantParams, quant_params
 
 
 class UnsupportedOp(UserError):

@@ -30,8 +30,9 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from sw.core.durable import atomic_write
 from sw.deploy.lowering import DeployGraph, Op, UnsupportedOp
-from sw.presets import QuantParams
+from sw.quant.presets import QuantParams
 
 INPUT, OUTPUT = "input", "logits"
 
@@ -217,8 +218,6 @@ def to_onnx(graph: DeployGraph, *, expose_quantizers: bool = False) -> onnx.Mode
 
 
 def save(model: onnx.ModelProto, path: Path) -> Path:
-    from sw.durable import atomic_write
-
     with atomic_write(path, "wb") as fh:
         fh.write(model.SerializeToString())
     return Path(path)
@@ -246,7 +245,7 @@ class OnnxRunner:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)[OUTPUT]
 
-    def eval(self) -> "OnnxRunner":  # so sw.evaluation.evaluate accepts it
+    def eval(self) -> "OnnxRunner":  # so sw.evaluation.evaluate.evaluate accepts it
         return self
 
     def train(self, mode: bool = True) -> "OnnxRunner":

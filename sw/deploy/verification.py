@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Mapping
 
 import torch
 
-from sw.presets import QuantParams
+from sw.quant.presets import QuantParams
 
 
 @dataclass

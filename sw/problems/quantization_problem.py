@@ -15,55 +15,23 @@ Other problems reuse `QuantizationProblem` with another cost function (see
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+import torch
 from pymoo.core.problem import ElementwiseProblem
 from pymoo.core.sampling import Sampling
 from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
-from sw.problems import PROBLEMS
+from sw.model.calibration import ensure_calibrated
+from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.search.allocator import keep_freed_memory
+from sw.search.vector import clipping_names, default_variable_names, split, variable_names
+from sw.study.study import Study
 
 CostFunction = Callable[[Mapping[str, tuple[int, int]]], float]
-
-
-def variable_names(layer_names: Sequence[str], mode: str) -> list[str]:
-    if mode == "tied":
-        return [f"{n}.bits" for n in layer_names]
-    return [f"{n}.{part}_bits" for n in layer_names for part in ("weight", "input")]
-
-
-def decode(x: Sequence[int], layer_names: Sequence[str], mode: str) -> dict[str, tuple[int, int]]:
-    """Decision vector -> {layer: (weight bits, input bits)}."""
-    x = [int(round(float(v))) for v in x]
-    if mode == "tied":
-        return {n: (b, b) for n, b in zip(layer_names, x, strict=True)}
-    if len(x) != 2 * len(layer_names):
-        raise ValueError(f"expected {2 * len(layer_names)} variables, got {len(x)}")
-    return {n: (x[2 * i], x[2 * i + 1]) for i, n in enumerate(layer_names)}
-
-
-def clipping_names(layer_names: Sequence[str], workload) -> list[str]:
-    """`<layer>.clipping` variables when the workload searches clipping methods, else none."""
-    return [f"{n}.clipping" for n in layer_names] if workload.calibration.search_methods else []
-
-
-def split(x: Sequence[int], layer_names: Sequence[str], workload) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
-    """Decision vector -> ({layer: (weight bits, input bits)}, {layer: input clipping method})."""
-    methods = workload.calibration.search_methods or []
-    n_clip = len(clipping_names(layer_names, workload))
-    bits = decode(x[: len(x) - n_clip], layer_names, workload.quantization.explore)
-    clipping = {n: methods[int(round(float(v)))] for n, v in zip(layer_names, x[len(x) - n_clip:])} if n_clip else {}
-    return bits, clipping
-
-
-def encode(bits: Mapping[str, tuple[int, int]], layer_names: Sequence[str], mode: str) -> list[int]:
-    if mode == "tied":
-        return [bits[n][0] for n in layer_names]
-    return [b for n in layer_names for b in bits[n]]
 
 
 class QuantizationProblem(ElementwiseProblem):
@@ -134,11 +102,6 @@ def _worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> Quanti
     """Rebuild (once per process) the problem a parent process sent as a path."""
     key = (workload_path, thresholds)
     if key not in _WORKER_PROBLEMS:
-        import torch
-
-        from sw.allocator import keep_freed_memory
-        from sw.study import Study
-
         torch.set_num_threads(1)
         keep_freed_memory()
         study = Study(workload_path)
@@ -158,17 +121,11 @@ class UniformFirstSampling(Sampling):
 
 
 # -- the plugin functions --------------------------------------------------------------------------
-def variable_names_function(study) -> list[str]:
-    names = study.quantized_model.layer_names
-    return variable_names(names, study.workload.quantization.explore) + clipping_names(names, study.workload)
-
+variable_names_function = default_variable_names
 
 
 def init_function(model, study):
     """Wrap the fp32 model, calibrate it (or load the calibration file), quantize weights once."""
-    from sw.calibration import ensure_calibrated
-    from sw.quantized_model import QuantizedModel, QuantSettings
-
     qmodel = QuantizedModel(model, study.workload.model.input_shape, QuantSettings.from_workload(study.workload))
     ensure_calibrated(qmodel, study)
     qmodel.set_uniform_bits(study.workload.quantization.baseline_bits)
@@ -192,5 +149,3 @@ def sampling_method(study) -> Sampling:
 def repair_method(study):
     return RoundingRepair()
 
-
-PROBLEMS.add("quantization_problem", sys.modules[__name__])

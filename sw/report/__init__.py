@@ -13,10 +13,10 @@ import datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sw.durable import write_text
+from sw.core.durable import write_text
 from sw.report import figures as F
 from sw.report import page, plots, tikz
-from sw.report.inputs import StudyInputs, load_inputs
+from sw.report.inputs import FOLDERS, StudyInputs, load_inputs
 from sw.report.page import FigureFiles, Section
 
 
@@ -40,7 +40,7 @@ class Report:
 
 
 def build_report(study, run_id: int | None = None, out_dir: Path | None = None) -> Report:
-    """Write the report of `study` (a `sw.study.Study`) to `out_dir` (default `<results>/<name>/report`)."""
+    """Write the report of `study` (a `sw.study.study.Study`) to `out_dir` (default `<results>/<name>/report`)."""
     inputs = load_inputs(study.workload, study.config_hash, run_id)
     out_dir = Path(out_dir) if out_dir else inputs.results_dir / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +177,5 @@ def _descriptions(documents) -> list[str]:
 
 
 def _absent_folders(inputs: StudyInputs) -> dict:
-    from sw.report.inputs import FOLDERS
-
     present = {f.name for f in inputs.folders}
     return {name: value for name, value in FOLDERS.items() if name not in present}

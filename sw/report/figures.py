@@ -126,7 +126,7 @@ def energy_figure(inputs: StudyInputs) -> tuple[Figure | None, str]:
     """DRAM energy per layer and operand: the all-baseline-bit model and the best (or cheapest)
     Pareto point, side by side; (None, why) when the table cannot price them."""
     from energy.plot import front_point
-    from sw.errors import DataError
+    from sw.core.errors import DataError
 
     table = inputs.energy_table
     layers = energy_layers(table)

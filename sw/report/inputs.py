@@ -28,16 +28,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from sw.errors import DataError
-from sw.results import HypervolumeRow, Individual, ResultsDB, Run
-from sw.workload import Workload
+from sw.config.workload import Workload
+from sw.core.errors import DataError
+from sw.search.hypervolume import per_generation
+from sw.search.pareto import objective_value, pareto_front
+from sw.search.results import HypervolumeRow, Individual, ResultsDB, Run
 
 FOLDERS = {  # result folders rendered generically: folder -> (section title, command that writes it)
     "ablation": ("Calibration ablation", "python -m sw ablate"),
     "deploy": ("Export / deployment", "python -m sw export"),
     "retrain": ("Quantization-aware retraining", "python -m sw retrain"),
 }
-HELDOUT = "heldout_"  # prefix of held-out columns in front.json / front.csv (sw.heldout.PREFIX)
+HELDOUT = "heldout_"  # prefix of held-out columns in front.json / front.csv (sw.search.heldout.PREFIX)
 MAX_TABLE_ROWS = 200  # longer CSVs are shown truncated (the file is linked)
 
 
@@ -191,8 +193,6 @@ def _load_folder(inputs: StudyInputs, name: str, title: str, command: str) -> Fo
 
 # -- the exploration run ------------------------------------------------------------------------
 def _load_run(inputs: StudyInputs, run_id: int | None) -> None:
-    from sw.hypervolume import per_generation
-
     db_path = inputs.results_dir / "results.sqlite"
     if not db_path.is_file():
         inputs.notes.append(f"no results database: `python -m sw explore {inputs.workload.path}` runs the search")
@@ -255,8 +255,6 @@ def _load_front(inputs: StudyInputs) -> None:
 
 def exploration_rows(run: Run, individuals: Sequence[Individual]) -> list[dict]:
     """Front rows (as in front.json, without held-out columns) of a run's individuals."""
-    from sw.pareto import objective_value, pareto_front
-
     rows = []
     for rank, ind in enumerate(pareto_front(individuals)):
         row: dict[str, Any] = {"point": rank, "generation": ind.generation, "index": ind.index}

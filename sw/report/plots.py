@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sw.durable import atomic_write
+from sw.core.durable import atomic_write
 from sw.report.spec import HEATMAP_COLORS, Axis, Figure, Heatmap
 
 MARKERS = {"o": "o", "s": "s", "x": "x", "*": "*", "^": "^", "none": ""}

@@ -17,7 +17,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from sw.durable import atomic_write, write_text
+from sw.core.durable import atomic_write, write_text
 from sw.report.spec import HEATMAP_COLORS, Axis, Figure, Heatmap, finite
 
 COMPAT = "1.16"

@@ -13,7 +13,7 @@ from edge_fixtures import POINTWISE, conv, tiny_edge
 from energy.engines import LEVELS, OPERANDS, MappingError, detail, get_engine
 from energy.engines.zigzag import shipped_accelerators, shipped_mappings
 from energy.table import TableSpec, build_from_layers
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]
 

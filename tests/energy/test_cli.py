@@ -97,8 +97,8 @@ def test_help():
 
 
 def test_residency_without_fused_pooling_is_a_workload_error(tmp_path):
-    from sw.errors import WorkloadError
-    from sw.workload import load_workload
+    from sw.core.errors import WorkloadError
+    from sw.config.workload import load_workload
 
     path = workload(tmp_path, "energy: {residency: true}")
     with pytest.raises(WorkloadError, match="energy.elementwise: expected fused when energy.residency is true") as info:

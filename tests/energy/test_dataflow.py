@@ -7,8 +7,8 @@ from torch import nn
 
 from energy.dataflow import BASELINE, chain_dataflow, trace_dataflow
 from energy.layers import trace_layers
-from sw.errors import UserError
-from sw.models import DigitsCNN
+from sw.core.errors import UserError
+from sw.nets.models import DigitsCNN
 
 
 def flows_of(model, shape):

@@ -7,9 +7,9 @@ import pytest
 import tiny_net
 
 from energy.table import build_table
-from sw.problems import PROBLEMS, check_plugin
-from sw.quantized_model import QuantizedModel, QuantSettings
-from sw.workload import load_workload
+from sw.search.plugin import PROBLEMS, check_plugin
+from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.config.workload import load_workload
 
 
 def test_registered_with_all_plugin_functions():

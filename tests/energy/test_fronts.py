@@ -9,10 +9,10 @@ from torch import nn
 from energy.fronts import front_costs, weighted_bits
 from energy.layers import trace_layers
 from energy.table import TableSpec, build_from_layers
-from sw.errors import DataError
-from sw.models import DigitsCNN
-from sw.quantized_model import QuantizedModel, QuantSettings
-from sw.weighting import WEIGHTINGS
+from sw.core.errors import DataError
+from sw.nets.models import DigitsCNN
+from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.model.weighting import WEIGHTINGS
 
 
 @pytest.mark.parametrize("weighting", ["params_weighted", "bit_operations", "weights_only"])

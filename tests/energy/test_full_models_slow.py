@@ -5,7 +5,7 @@ import torchvision
 
 from energy.engines import METRICS, get_engine
 from energy.layers import trace_layers
-from sw.models import DigitsCNN
+from sw.nets.models import DigitsCNN
 
 DRAM_COLUMNS = [c for c in METRICS if c.startswith("dram_")]
 

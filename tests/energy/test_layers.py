@@ -5,7 +5,7 @@ import torchvision
 from torch import nn
 
 from energy.layers import trace_layers
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 
 class Mixed(nn.Module):
@@ -58,8 +58,8 @@ def test_trace_resnet18_names_match_named_modules():
 
 
 def test_trace_matches_quantized_model_layer_names():
-    qm = pytest.importorskip("sw.quantized_model")
-    from sw.models import DigitsCNN
+    qm = pytest.importorskip("sw.model.quantized_model")
+    from sw.nets.models import DigitsCNN
 
     model = DigitsCNN(10)
     layers = trace_layers(model, [3, 32, 32])

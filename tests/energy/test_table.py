@@ -11,7 +11,7 @@ from tiny_net import Tiny
 
 from energy.layers import trace_layers
 from energy.table import COLUMNS, TableSpec, build_from_layers, resolve_column
-from sw.errors import DataError, UserError
+from sw.core.errors import DataError, UserError
 
 
 SPEC = TableSpec(bits=(2, 8), mode="tied", baseline_bits=8, workers=2)

@@ -13,7 +13,7 @@ from edge_fixtures import conv
 
 from energy.engines import METRICS, get_engine
 from energy.engines.timeloop import SHIPPED, missing_parts
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 MISSING = missing_parts()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"Timeloop is not installed here (missing: "

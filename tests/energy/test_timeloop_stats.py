@@ -25,7 +25,7 @@ from energy.engines import METRICS, get_engine
 from energy.engines.timeloop import (SHIPPED, StatsError, TimeloopEngine, failure_reason, input_window,
                                      layer_metrics, parse_stats, problem_dims)
 from energy.layers import LayerGeometry
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "timeloop"
 LPDDR4_PJ_PER_BIT = 8.0

@@ -9,7 +9,7 @@ from energy.engines import METRICS, get_engine
 from energy.engines.zigzag import ZigZagEngine, _zigzag_root
 from energy.layers import LayerGeometry
 from energy.packing import dram_words
-from sw.errors import UserError
+from sw.core.errors import UserError
 
 DRAM_COLUMNS = [c for c in METRICS if c.startswith("dram_")]
 

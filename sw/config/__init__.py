@@ -1,0 +1,1 @@
+"""Workloads: the validated YAML schema of a study and its loader."""

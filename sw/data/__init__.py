@@ -1,0 +1,1 @@
+"""Datasets (registry, loaders, the CIFAR reader) and weather corruptions."""

@@ -1,0 +1,1 @@
+"""Metrics (a registry) and the evaluation loop over batches."""

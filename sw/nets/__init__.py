@@ -1,0 +1,1 @@
+"""The model registry (built-in and torchvision networks) and fp32 / quantization-aware training."""

@@ -1,0 +1,270 @@
+"""Backend presets: the quantization rules of a deployment target, applied to every quantizer.
+
+`quantization.preset` in a workload names one of `PRESETS`. A preset is data: which
+`QuantSettings` it fixes (per-channel weights, signed/unsigned activations, narrow range) and
+which scale rule every quantizer follows:
+
+| preset | weights | activations | scale | zero point | runs on hw/ converter |
+| --- | --- | --- | --- | --- | --- |
+| `hw` (default) | workload keys (per channel by default) | signed, or unsigned where calibration saw no negative value | fp32 `max_bound / amax` | 0 | yes: what the RTL implements |
+| `tensorrt` | per channel, symmetric, narrow [-(2^(b-1)-1), 2^(b-1)-1] | signed narrow (no unsigned) | fp32 `max_bound / amax` | 0 | yes (signed, narrow_range mode) |
+| `snpe` | per tensor, asymmetric | per tensor, asymmetric | fp32 `(2^b-1) / (hi - lo)` | `round(-lo * scale)` | no (the RTL has no zero point) |
+| `pow2` | like `hw` | like `hw` | `hw`'s scale rounded to 2^k (nearest in log2) | 0 | yes, unchanged |
+
+Every rule is a fake quantization of the same shape, `code = clamp(round(x * scale) + zp, lo, hi)`,
+`value = (code - zp) / scale` (round half to even, fp32), so the integer model and the ONNX
+export (`sw.deploy`) read one description of every quantizer: `quant_params(q)`.
+
+`pow2` and the converter: a power-of-two scale is an fp32 number with a zero mantissa, so the
+existing RTL (fp32 multiply, correctly rounded division) already quantizes and dequantizes
+with it exactly, without change; a dedicated shift mode would replace the two DSP48 multiplier
+and the 13-stage divider by an 8-bit exponent adder (quantize: add k to the exponent, then the
+existing round/saturate; dequantize: int-to-float and subtract k), i.e. cheaply, but it is not
+implemented in hw/. With pow2 scales, requantization in the integer model is an exact shift.
+
+`snpe`: the asymmetric range of a quantizer is the observed [min, max] (weights: of the
+tensor; activations: of the calibration data), clipped to [-amax, amax] of the workload's
+calibration method, widened to contain 0 so that 0 is exactly representable (zero point an
+integer code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from pytorch_quantization import calib
+from pytorch_quantization.nn import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor
+
+_EPSILON = 1.0 / (1 << 24)  # pytorch-quantization: amax at or below this quantizes to 0
+
+
+@dataclass(frozen=True)
+class Preset:
+    """What a backend fixes; None leaves the workload's own key."""
+
+    name: str
+    description: str
+    per_channel_weights: bool | None = None
+    unsigned_activations: str | None = None
+    narrow_range: bool | None = None
+    asymmetric: bool = False
+    pow2_scale: bool = False
+    converter: bool = True  # the hw/ converter RTL can run it (cosim)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("hw", "the hw/ converter: symmetric, fp32 scale register, signed or unsigned codes, per-tensor or "
+                 "per-channel (one SCALE per channel)"),
+    Preset("tensorrt", "TensorRT-like: symmetric signed narrow-range int, per-channel weights, fp32 scale",
+           per_channel_weights=True, unsigned_activations="never", narrow_range=True),
+    Preset("snpe", "SNPE-like: asymmetric per-tensor unsigned codes with a zero point, fp32 scale",
+           per_channel_weights=False, unsigned_activations="never", narrow_range=False, asymmetric=True,
+           converter=False),
+    Preset("pow2", "power-of-two scales (2^k, nearest in log2), otherwise like hw", pow2_scale=True),
+)}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def resolve(settings):
+    """`QuantSettings` with the preset's fixed keys applied."""
+    preset = get_preset(settings.preset)
+    fixed = {k: getattr(preset, k) for k in ("per_channel_weights", "unsigned_activations", "narrow_range")
+             if getattr(preset, k) is not None}
+    return dataclasses.replace(settings, **fixed)
+
+
+# -- quantizers ------------------------------------------------------------------------------------
+def _descriptor(q: TensorQuantizer) -> QuantDescriptor:
+    method = "histogram" if isinstance(q._calibrator, calib.HistogramCalibrator) else "max"
+    return QuantDescriptor(num_bits=q.num_bits, axis=q.axis, unsigned=q.unsigned, narrow_range=q.narrow_range,
+                           calib_method=method)
+
+
+def pow2_amax(amax: torch.Tensor, num_bits: int, unsigned: bool) -> torch.Tensor:
+    """The amax whose pytorch-quantization scale `max_bound / amax` is 2^round(log2(max_bound / amax)).
+
+    `max_bound * 2^-k` is exact in fp32 and so is `max_bound / (max_bound * 2^-k) = 2^k`:
+    the library's own formula (and the RTL's SCALE register) then carries the power of two.
+    """
+    max_bound = torch.tensor(2.0 ** (num_bits - 1 + int(unsigned)) - 1.0)
+    amax = amax.float()
+    k = torch.round(torch.log2(max_bound.double() / amax.double().clamp_min(1e-38)))
+    out = (max_bound * torch.pow(2.0, -k)).float()
+    return torch.where(amax <= _EPSILON, amax, out)
+
+
+class Pow2Quantizer(TensorQuantizer):
+    """pytorch-quantization's fake quantization with the scale rounded to a power of two.
+
+    The calibrated (or clipped) amax stays in `_amax`; `amax` and every forward use the
+    power-of-two amax for the current bit width, so changing bits keeps scales 2^k.
+    """
+
+    @property
+    def amax(self):
+        raw = getattr(self, "_amax", None)
+        return None if raw is None else pow2_amax(raw, self._num_bits, self._unsigned)
+
+    @amax.setter
+    def amax(self, value):
+        TensorQuantizer.amax.fset(self, value)
+
+    def _get_amax(self, inputs):
+        raw = super()._get_amax(inputs)
+        return pow2_amax(raw, self._num_bits, self._unsigned)
+
+    # calibration file (sw.model.calibration): the raw amax, not its power of two at today's bits, so a
+    # reloaded quantizer rounds to the same 2^k at every bit width
+    def extra_calibration(self) -> dict[str, Any]:
+        raw = getattr(self, "_amax", None)
+        return {} if raw is None else {"amax": raw.detach().float().tolist()}
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    """Round half to even forward, identity backward (straight-through); forward equals torch.round."""
+    return x + (torch.round(x) - x).detach()
+
+
+class AffineQuantizer(TensorQuantizer):
+    """Asymmetric per-tensor fake quantization with a zero point (the SNPE-like preset).
+
+    Codes are unsigned b-bit integers; `_range_lo`/`_range_hi` hold the observed minimum and
+    maximum (collected while calibrating, saved in the calibration file), clipped to
+    [-amax, amax] when the calibration method clips.
+    """
+
+    def __init__(self, quant_desc: QuantDescriptor = QuantDescriptor(), **kwargs):
+        super().__init__(quant_desc, **kwargs)
+        self.register_buffer("_range_lo", torch.tensor(float("inf")))
+        self.register_buffer("_range_hi", torch.tensor(float("-inf")))
+
+    def enable_calib(self):
+        self._range_lo.fill_(float("inf"))  # a new calibration starts a new range
+        self._range_hi.fill_(float("-inf"))
+        super().enable_calib()
+
+    def forward(self, inputs):
+        if self._if_calib and not self._disabled:
+            with torch.no_grad():
+                self._range_lo.fill_(min(float(self._range_lo), float(inputs.min())))
+                self._range_hi.fill_(max(float(self._range_hi), float(inputs.max())))
+        return super().forward(inputs)
+
+    def range(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lo, hi) of the quantization grid: observed, clipped to amax, containing 0."""
+        lo, hi = self._range_lo.float(), self._range_hi.float()
+        if not (torch.isfinite(lo) and torch.isfinite(hi)):
+            amax = self._amax.float().max() if hasattr(self, "_amax") else torch.tensor(1.0)
+            lo, hi = -amax, amax
+        elif hasattr(self, "_amax"):
+            amax = self._amax.float().max()
+            lo, hi = torch.maximum(lo, -amax), torch.minimum(hi, amax)
+        return torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
+
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """(fp32 scale, zero point as a float tensor, highest code)."""
+        qmax = float(2 ** self._num_bits - 1)
+        lo, hi = self.range()
+        width = hi - lo
+        scale = torch.where(width > _EPSILON, torch.tensor(qmax) / width.clamp_min(_EPSILON), torch.tensor(0.0))
+        zero_point = torch.clamp(torch.round(-lo * scale), 0.0, qmax)
+        return scale, zero_point, qmax
+
+    def _quant_forward(self, inputs):
+        scale, zero_point, qmax = self.affine()
+        if float(scale) == 0.0:
+            return inputs * 0.0
+        codes = torch.clamp(_round_ste(inputs * scale) + zero_point, 0.0, qmax)
+        return (codes - zero_point) / scale
+
+    # calibration file: the observed range travels with amax (sw.model.calibration)
+    def extra_calibration(self) -> dict[str, Any]:
+        return {"range": [float(self._range_lo), float(self._range_hi)]}
+
+    def load_extra_calibration(self, entry: dict[str, Any]) -> None:
+        if "range" in entry:
+            self._range_lo.fill_(float(entry["range"][0]))
+            self._range_hi.fill_(float(entry["range"][1]))
+
+
+def apply_preset(qmodel, name: str) -> None:
+    """Give every quantizer of a freshly built QuantizedModel the preset's scale rule."""
+    preset = get_preset(name)
+    cls = AffineQuantizer if preset.asymmetric else Pow2Quantizer if preset.pow2_scale else None
+    if cls is None:
+        return  # hw and tensorrt: the library's formula with the resolved settings
+    for address, q in list(qmodel.quantizers().items()):
+        qmodel.replace_quantizer(address, cls(_descriptor(q)))
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """One quantizer as integers see it: `code = clamp(round(x * scale) + zero_point, lo, hi)`.
+
+    `scale` is the fp32 scale (a scalar, or one per channel along `axis`); 0 means every code is
+    0 (pytorch-quantization's rule for amax <= 2^-24).
+    """
+
+    bits: int
+    scale: torch.Tensor  # float32, shape () or (channels,)
+    zero_point: torch.Tensor  # int64, same shape as scale
+    lo: int
+    hi: int
+    axis: int | None  # channel axis of a per-channel quantizer
+
+    @property
+    def signed(self) -> bool:
+        return self.lo < 0
+
+    def codes(self, x: torch.Tensor) -> torch.Tensor:
+        """Integer codes of fp32 `x` (the fake quantizer's arithmetic, fp32), as int64."""
+        scale, zp = self.broadcast(x)
+        return torch.clamp(torch.round(x.float() * scale) + zp, self.lo, self.hi).to(torch.int64)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        scale, zp = self.broadcast(codes)
+        scale = torch.where(scale == 0, torch.ones_like(scale), scale)
+        return (codes.float() - zp) / scale
+
+    def broadcast(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.axis is None or self.scale.dim() == 0:
+            return self.scale, self.zero_point.float()
+        shape = [1] * x.dim()
+        shape[self.axis] = -1
+        return self.scale.reshape(shape), self.zero_point.float().reshape(shape)
+
+
+def _axis(q: TensorQuantizer) -> int | None:
+    axis = q.axis
+    if isinstance(axis, (tuple, list)):
+        axis = axis[0] if axis else None
+    return axis
+
+
+def quant_params(q: TensorQuantizer) -> QuantParams:
+    """The integer description of any quantizer of the project (library, Pow2, Affine)."""
+    bits = int(q.num_bits)
+    if isinstance(q, AffineQuantizer):
+        scale, zero_point, qmax = q.affine()
+        return QuantParams(bits, scale.float().reshape(()), zero_point.to(torch.int64).reshape(()), 0, int(qmax), None)
+    if q.amax is None:
+        raise ValueError("quantizer is not calibrated (no amax)")
+    amax = q.amax.detach().float()
+    unsigned, narrow = bool(q.unsigned), bool(q.narrow_range)
+    max_bound = torch.tensor(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
+    scale = max_bound / amax
+    scale = torch.where(amax <= _EPSILON, torch.zeros_like(scale), scale)
+    axis = _axis(q) if amax.numel() > 1 else None
+    scale = scale.reshape(-1) if axis is not None else scale.reshape(())
+    hi = int(max_bound)
+    lo = 0 if unsigned else (-hi if narrow else -hi - 1)
+    return QuantParams(bits, scale, torch.zeros(scale.shape, dtype=torch.int64), lo, hi, axis)

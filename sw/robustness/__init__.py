@@ -1,0 +1,1 @@
+"""Weather-corruption sweeps over a study's Pareto front."""

@@ -1,0 +1,1 @@
+"""A Study: one workload's data, models, baselines and results, plus point configurations and the calibration ablation."""
