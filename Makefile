@@ -15,11 +15,12 @@ PYTEST_ARGS ?=
 # pip prints one warning per package for the local mirrors it cannot use; hide only those.
 PIP_FILTER := grep -v "is ignored: it is neither a file nor a directory" || true
 
-.PHONY: help venv hdl-tools explore test sim sim-mutants sim-bench synth synth-vivado energy cosim bench clean
+.PHONY: help venv hdl-tools explore test imports sim sim-mutants sim-bench synth synth-vivado energy cosim bench clean
 
 help:
 	@echo "make explore   run the default mixed-precision search (WORKLOAD=path to pick another)"
 	@echo "make test      run the default test suite"
+	@echo "make imports   check the import contracts (layers, energy/sw/cosim one way)"
 	@echo "make sim       run the RTL verification (SIM=icarus|verilator)"
 	@echo "make synth     open yosys synthesis with a utilization table"
 	@echo "make energy    per-layer DRAM energy table of WORKLOAD"
@@ -52,6 +53,9 @@ explore: $(STAMP)
 
 test: $(STAMP) hdl-tools
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+imports: $(STAMP)
+	$(abspath $(VENV))/bin/lint-imports
 
 sim: $(STAMP) hdl-tools
 	$(MAKE) -C hw sim SIM=$(SIM) PYTHON=$(PY)

@@ -16,6 +16,7 @@ import torch
 
 from sw.core.errors import UserError
 from sw.model.quantized_model import QuantizedModel
+from sw.quant.adapter import input_quantizer, is_enabled, weight_quantizer
 
 
 @dataclass
@@ -64,13 +65,13 @@ def capture_weights(qmodel: QuantizedModel, layers: Sequence[str]) -> list[Captu
     modules = qmodel.layers()
     for name in layers:
         layer = modules[name]
-        wq = layer._weight_quantizer
+        wq = weight_quantizer(layer)
         correction = getattr(wq, "bias_correction", None)
         if getattr(wq, "channel_bits", None) is not None or getattr(correction, "variance", False):
             raise UserError(f"layer {name}: cosim compares one bit width per tensor and unscaled codes; calibration "
                             f"bit_allocation and bias_correction: mean_variance are not simulated yet")
         master = qmodel.fp32_weight(name)
-        if wq._disabled:  # frozen: layer.weight already holds the fake-quantized weight
+        if not is_enabled(wq):  # frozen: layer.weight already holds the fake-quantized weight
             used = layer.weight.detach()
         else:
             used = wq(master)
@@ -139,7 +140,7 @@ def capture(qmodel: QuantizedModel, layer_bits: Mapping[str, tuple[int, int]], i
     if not layers:
         inputs["model_input"] = ("model_input", qmodel.model_input)
     for name in selected:
-        inputs[f"{name}.input"] = (name, modules[name]._input_quantizer)
+        inputs[f"{name}.input"] = (name, input_quantizer(modules[name]))
     if not layers:
         for key, q in qmodel.activation_quantizers.items():
             name = key.replace("__", ".")

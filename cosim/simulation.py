@@ -54,7 +54,7 @@ def _regression():
         sys.path.insert(0, str(HW_TB))
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import regression  # hw/tb/regression.py: source list and Verilator setup
+    import regression  # lazy: hw/tb/regression.py (source list, Verilator setup) is importable only once hw/tb is on sys.path, above
 
     return regression
 

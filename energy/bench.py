@@ -10,33 +10,19 @@ Run: `python -m energy bench`.
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import tempfile
-import time
 import timeit
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torchvision
 
-
-def _both(task: tuple) -> tuple[float, float, bool]:
-    """(stock seconds, fast seconds, identical) of one search."""
-    engine, geometry, wb, ib, ob = task
-    start = time.perf_counter()
-    stock = engine.search(geometry, wb, ib, ob, stock=True)
-    middle = time.perf_counter()
-    fast = engine.search(geometry, wb, ib, ob)
-    end = time.perf_counter()
-    same = (engine.metrics(stock) == engine.metrics(fast)
-            and stock.temporal_mapping.mapping_dic_origin == fast.temporal_mapping.mapping_dic_origin
-            and stock.spatial_mapping.mapping_dict_origin == fast.spatial_mapping.mapping_dict_origin)
-    return middle - start, end - middle, same
-
-
-def _quiet() -> None:
-    logging.getLogger("zigzag").setLevel(logging.ERROR)
+from energy.build import build_from_layers
+from energy.pool import quiet_zigzag, time_both_pipelines
+from energy.table import TableSpec
+from energy.trace import trace_layers
 
 
 def side_by_side(engine, layers, spec, count: int, workers: int) -> tuple[float, float, int, int]:
@@ -46,8 +32,8 @@ def side_by_side(engine, layers, spec, count: int, workers: int) -> tuple[float,
     if 0 < count < len(tasks):
         tasks = [tasks[int(k)] for k in np.linspace(0, len(tasks) - 1, count)]
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_quiet) as pool:
-        results = list(pool.map(_both, tasks))
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=quiet_zigzag) as pool:
+        results = list(pool.map(time_both_pipelines, tasks))
     stock = sum(r[0] for r in results)
     fast = sum(r[1] for r in results)
     return stock, fast, sum(r[2] for r in results), len(results)
@@ -55,11 +41,6 @@ def side_by_side(engine, layers, spec, count: int, workers: int) -> tuple[float,
 
 def main(workers: int = 2, lower: int = 2, upper: int = 8, mode: str = "separate", cache: str | None = None,
          image_size: int = 32, compare: int = 0, accelerator: str = "eyeriss_like") -> int:
-    import torchvision
-
-    from energy.layers import trace_layers
-    from energy.table import TableSpec, build_from_layers
-
     layers = trace_layers(torchvision.models.resnet18(num_classes=10), [3, image_size, image_size])
     spec = TableSpec(accelerator=accelerator, bits=tuple(range(lower, upper + 1)), mode=mode, baseline_bits=upper,
                      workers=workers)

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from energy.engines.base import BREAKDOWN_METRICS, CORE_METRICS
 from sw.core.errors import DataError
 
 SCHEMA = """
@@ -47,8 +48,6 @@ def _number(value: object) -> bool:
 def _valid(metrics: object) -> bool:
     """A row is usable when it is the infeasible marker, or has every core metric as a number, a finite
     total energy, and numbers (NaN allowed) for whatever breakdown metrics it has."""
-    from energy.engines import BREAKDOWN_METRICS, CORE_METRICS
-
     if not isinstance(metrics, dict):
         return False
     if metrics == INFEASIBLE:

@@ -11,15 +11,14 @@ import csv
 from pathlib import Path
 from typing import Mapping
 
-from energy.plot import front_point
 from energy.table import EnergyTable, energy_section, resolve_column
 from sw.core.errors import DataError
+from sw.model.weighting import WEIGHTINGS, LayerSize
+from sw.search.pareto import front_point
 
 
 def weighted_bits(table: EnergyTable, weighting: str, bits: Mapping[str, tuple[int, int]]) -> float:
     """The search's bit-weighting cost of `bits`, from the table's layer sizes (per inference)."""
-    from sw.model.weighting import WEIGHTINGS, LayerSize
-
     sizes = [LayerSize(name, weights=g.n_weights, inputs=g.n_inputs // g.batch, macs=g.macs // g.batch)
              for name, g in table.layers.items()]
     return float(WEIGHTINGS.get(weighting)(sizes, bits))

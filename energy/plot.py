@@ -9,32 +9,29 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from energy.table import EnergyTable
-from sw.core.errors import DataError
+from energy.build import build_table
+from energy.table import EnergyTable, energy_section, resolve_column
+from sw.search.pareto import front_point
 
 PARTS = (("dram_w_energy_uj", "weights"), ("dram_i_energy_uj", "inputs"), ("dram_o_energy_uj", "outputs"))
 
 
 def plot_vs_bits(table: EnergyTable, path: str | Path, title: str = "") -> Path:
     """One panel per layer: DRAM, on-chip memory and MAC energy (uJ) against uniform bits."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = table.vs_bits()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = table.layer_names
     cols = min(4, len(names))
     nrows = -(-len(names) // cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.5 * nrows + 0.6), squeeze=False)
+    fig = Figure(figsize=(3.2 * cols, 2.5 * nrows + 0.6))
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for k, name in enumerate(names):
         ax = axes[k // cols][k % cols]
         mine = [r for r in rows if r["layer"] == name]
@@ -67,24 +64,19 @@ def plot_vs_bits(table: EnergyTable, path: str | Path, title: str = "") -> Path:
     fig.suptitle(title or "Energy vs bits per layer", fontsize=9)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
 
 
 def plot_breakdown(table: EnergyTable, configs: Mapping[str, Mapping[str, tuple[int, int]]], path: str | Path,
                    title: str = "") -> Path:
     """Stacked bars per layer (W, I, O DRAM energy in uJ), one bar per configuration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     n_layers, n_cfg = len(table.layer_names), len(configs)
     width = 0.8 / n_cfg
     x = np.arange(n_layers)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * n_layers * n_cfg + 2) + 2.5, 4.5))
+    fig = Figure(figsize=(max(6.0, 0.55 * n_layers * n_cfg + 2) + 2.5, 4.5))
+    ax = fig.subplots()
     colors = ("#4C72B0", "#DD8452", "#55A868")
     hatches = ("", "//", "..", "xx")
     for k, (label, bits) in enumerate(configs.items()):
@@ -103,41 +95,14 @@ def plot_breakdown(table: EnergyTable, configs: Mapping[str, Mapping[str, tuple[
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
     return path
-
-
-def front_point(front_csv: str | Path, layer_names: list[str], cost_column: str | None = None,
-                point: int | None = None) -> tuple[dict[str, tuple[int, int]], dict]:
-    """Bits {layer: (weight, input)} of one front point: `point`, or the lowest-cost row."""
-    front_csv = Path(front_csv)
-    if not front_csv.is_file():
-        raise DataError(f"{front_csv}: expected a Pareto front CSV (run `make explore` first or pass --front)")
-    rows = list(csv.DictReader(front_csv.open()))
-    if not rows:
-        raise DataError(f"{front_csv}: the Pareto front is empty (no feasible point)")
-    if point is not None:
-        row = rows[point]
-    else:
-        costs = [c for c in rows[0] if c == cost_column] or [c for c in rows[0] if c.endswith("_uj")]
-        row = min(rows, key=lambda r: float(r[costs[0]])) if costs else rows[0]
-    bits = {}
-    for name in layer_names:
-        if f"{name}.bits" in row:
-            b = int(float(row[f"{name}.bits"]))
-            bits[name] = (b, b)
-        elif f"{name}.weight_bits" in row:
-            bits[name] = (int(float(row[f"{name}.weight_bits"])), int(float(row[f"{name}.input_bits"])))
-        else:
-            raise DataError(f"{front_csv}: no bit-width column for layer {name!r} (is it this workload's front?)")
-    return bits, row
 
 
 def plot_workload(workload, front_csv: str | None = None, output: str | None = None,
                   workers: int | None = None) -> Path:
-    from energy.table import build_table, energy_section, resolve_column
-
-    table, _ = build_table(workload, workers=workers, write_csv=False)
+    """`plot_breakdown` of the all-baseline-bit model and the lowest-energy point of a front
+    (by default the workload's front.csv), into results/<name>/energy_breakdown.png by default."""
+    table, _ = build_table(workload, workers=workers)
     base = workload.quantization.baseline_bits
     front_csv = front_csv or workload.results_dir / "front.csv"
     objective = resolve_column(energy_section(workload)["objective"])[0]

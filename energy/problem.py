@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 from typing import Callable, Mapping
 
-from energy.table import build_table, energy_section, resolve_column
+from energy.build import build_table
+from energy.table import energy_section, resolve_column
 from sw.core.errors import DataError
 from sw.problems import quantization_problem as base
 
@@ -33,7 +34,7 @@ def energy_cost(study, qmodel) -> tuple[Callable[[Mapping[str, tuple[int, int]]]
     column = energy_section(study.workload)["objective"]
     stored, _ = resolve_column(column)
     name = stored[:-3] + "_uj" if stored.endswith("_pj") else stored
-    table, stats = build_table(study.workload, progress=getattr(study, "progress", False), write_csv=False)
+    table, stats = build_table(study.workload, progress=getattr(study, "progress", False))
     log.info("energy table: %d cache hits, %d computed", stats.hits, stats.misses)
     unknown = [n for n in qmodel.layer_names if n not in table.layers]
     if unknown:

@@ -1,5 +1,11 @@
+"""`python -m sw`: the library warning policy first (importing torch warns), then the command line."""
+
 import sys
 
-from sw.cli import main
+from sw.core.quiet import silence_library_warnings
+
+silence_library_warnings(sys.argv[1:])
+
+from sw.cli import main  # noqa: E402  (after the warning policy, on purpose)
 
 sys.exit(main())

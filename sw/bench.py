@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
+import os
 import statistics
 import time
 import warnings
+
+import absl.logging
 
 # torch.jit deprecation chatter from pytorch-quantization's import is not a benchmark result
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -37,7 +41,8 @@ import torchvision
 from sw.model.calibration import METHODS, Recipe, calibrate
 from sw.model.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
 from sw.nets.models import DigitsCNN
-from sw.problems.quantization_problem import _worker_problem
+from sw.problems.quantization_problem import worker_problem
+from sw.quant.adapter import library_entropy_amax
 from sw.quant.clipping import Histogram, entropy_amax
 from sw.search.allocator import keep_freed_memory
 from sw.search.runner import DaskBackend, SerialBackend
@@ -114,16 +119,13 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
 def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
     """Build a dask worker's problem (model, calibration) and evaluate one candidate (compiles the
     fused quantizer) before the clock starts, as the serial runner is warmed."""
-    _worker_problem(workload, thresholds).evaluate_one(x)
+    worker_problem(workload, thresholds).evaluate_one(x)
 
 
 def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
     """Candidates per second on the default study: serial (this process) vs a dask LocalCluster."""
-    import logging
-    import os
-
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # worker processes read it too
-    import distributed  # noqa: F401  (configures its loggers on import; quieted below)
+    import distributed  # noqa: F401  # lazy: after the variable above (its loggers read it on import); quieted below
 
 
     for name in ("distributed", "dask"):  # cluster start/stop chatter is not a benchmark result
@@ -185,13 +187,10 @@ def bench_calibration(model: torch.nn.Module, batches: int, batch_size: int) -> 
 
 def bench_entropy_search(bins: int = 2048) -> tuple[float, float]:
     """(pytorch-quantization's entropy search, ours) on one histogram of ReLU'd Gaussian data, seconds."""
-    from pytorch_quantization.calib.histogram import _compute_amax_entropy
-
-
     x = np.maximum(np.random.default_rng(0).normal(size=100_000), 0.0)
     counts, edges = np.histogram(x, bins=bins, range=(0.0, float(x.max())))
     hist = Histogram(counts.astype(np.float64), edges)
-    library = _time(lambda: _compute_amax_entropy(counts.copy(), edges, 8, True, 1, hist.start_bin), 1)
+    library = _time(lambda: library_entropy_amax(counts.copy(), edges, 8, True, 1, hist.start_bin), 1)
     ours = _time(lambda: entropy_amax(hist, 8, True), 5)
     return library, ours
 
@@ -206,8 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=32, help="candidates for the dask vs serial benchmark")
     parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
     args = parser.parse_args(argv)
-    import absl.logging
-
     absl.logging.set_verbosity(absl.logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     keep_freed_memory()  # as the search runners do (sw.search.runner.make_backend); fp32 and fake quant alike

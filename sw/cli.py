@@ -15,6 +15,9 @@ import sys
 from types import ModuleType
 from typing import Callable
 
+import absl.logging
+import pytorch_quantization  # noqa: F401  (puts absl's handler on the root logger: see configure_logging)
+
 import sw.commands as package
 from sw.core.errors import UserError
 from sw.core.quiet import silence_library_warnings
@@ -47,20 +50,13 @@ def configure_logging(verbose: bool) -> None:
 
     pytorch-quantization's import puts absl's handler on the root logger, and absl's verbosity
     then sets the root's level too (to ERROR when quiet), which would drop every warning of ours:
-    so it is imported here first, its handler taken off the root, and absl's level set on absl's
-    own logger only."""
+    so it is imported with this module, its handler taken off the root here, and absl's level set
+    on absl's own logger only."""
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    try:
-        import absl.logging
-        import pytorch_quantization  # noqa: F401  (see above)
-    except ImportError:
-        absl = None
-    else:
-        logging.root.removeHandler(absl.logging.get_absl_handler())
+    logging.root.removeHandler(absl.logging.get_absl_handler())
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s",
                         force=True)
-    if absl is not None:
-        absl.logging.set_verbosity(absl.logging.INFO if verbose else absl.logging.ERROR)
+    absl.logging.set_verbosity(absl.logging.INFO if verbose else absl.logging.ERROR)
 
 
 def run_guarded(func, args, verbose: bool) -> int:

@@ -50,7 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from energy.engines import PLAIN, DramCosts, Engine, LevelAccess, Metrics, Residency, psum_bits, summarise
+import yaml
+
+from energy.engines.base import PLAIN, DramCosts, Engine, LevelAccess, Metrics, Residency, psum_bits, summarise
 from energy.layers import LayerGeometry
 from sw.core.errors import UserError
 
@@ -438,8 +440,6 @@ class TimeloopEngine(Engine):
 
     def search(self, geometry: LayerGeometry, weight_bits: int, input_bits: int, output_bits: int) -> str:
         """Run timeloop-mapper through timeloopfe; the text of timeloop-mapper.stats.txt."""
-        import yaml
-
         where = (f"timeloop on {geometry.describe()} at W{weight_bits}/I{input_bits}/O{output_bits} bits, "
                  f"accelerator {self.accelerator!r}")
         python = timeloopfe_python()

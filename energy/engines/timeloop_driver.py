@@ -21,7 +21,7 @@ import sys
 
 
 def run(request: dict) -> None:
-    import timeloopfe.v4 as tl
+    import timeloopfe.v4 as tl  # optional: the Timeloop stack is not a dependency of this project
 
     out = request["output_dir"]
     os.makedirs(out, exist_ok=True)

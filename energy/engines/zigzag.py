@@ -39,8 +39,29 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Sequence
 
-from energy.engines import (PLAIN, DramCosts, Engine, LevelAccess, MappingError, Metrics, OnChipBuffer, Residency,
-                            one_line, psum_bits, summarise)
+import zigzag
+from zigzag.cost_model.cost_model import CostModelEvaluation
+from zigzag.datatypes import Constants, MemoryOperand
+from zigzag.hardware.architecture.imc_array import ImcArray
+from zigzag.hardware.architecture.memory_port import DataDirection
+from zigzag.mapping.data_movement import DataMoveAttr
+from zigzag.mapping.spatial_mapping_internal import SpatialMappingInternal
+from zigzag.mapping.temporal_mapping import TemporalMapping, TemporalMappingType
+from zigzag.parser.workload_factory import LayerNodeFactory
+from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
+from zigzag.stages.exploit_data_locality_stages import ExploitInterLayerDataLocalityStage
+from zigzag.stages.main import MainStage
+from zigzag.stages.mapping.spatial_mapping_generation import SpatialMappingGeneratorStage
+from zigzag.stages.mapping.temporal_mapping_generator_stage import TemporalMappingGeneratorStage
+from zigzag.stages.parser.accelerator_parser import AcceleratorParserStage
+from zigzag.stages.parser.workload_parser import WorkloadParserStage
+from zigzag.stages.results.reduce_stages import MinimalEnergyStage, MinimalLatencyStage
+from zigzag.stages.workload_iterator import WorkloadStage
+from zigzag.workload.dnn_workload import DNNWorkload
+
+from energy.engines.base import (PLAIN, DramCosts, Engine, LevelAccess, MappingError, Metrics, OnChipBuffer,
+                                 Residency, one_line, psum_bits, summarise)
+from energy.engines.zigzag_search import EnergyBoundedTemporalSearch, SearchBound
 from energy.layers import LayerGeometry
 from sw.core.errors import UserError
 
@@ -56,24 +77,21 @@ DRAM_NAME = re.compile(r"dram|ddr|hbm|off[-_ ]?chip|main[-_ ]?mem", re.IGNORECAS
 FAST_SEARCH_ZIGZAG = ("3.9.1",)
 
 
-def _zigzag_root() -> Path:
-    try:
-        import zigzag
-    except ImportError:
-        raise UserError("engine 'zigzag' needs the zigzag-dse package: pip install zigzag-dse six") from None
+def zigzag_root() -> Path:
+    """The installed ZigZag package folder (its shipped hardware and mapping YAMLs live under inputs/)."""
     return Path(zigzag.__file__).resolve().parent
 
 
 def shipped_accelerators() -> list[str]:
     """Names of the accelerator definitions this project and ZigZag ship."""
     return sorted({p.stem for p in PROJECT_ACCELERATORS.glob("*.yaml")}
-                  | {p.stem for p in (_zigzag_root() / "inputs" / "hardware").glob("*.yaml")})
+                  | {p.stem for p in (zigzag_root() / "inputs" / "hardware").glob("*.yaml")})
 
 
 def shipped_mappings() -> list[str]:
     """Names of the mapping files this project and ZigZag ship (values of `energy.mapping`)."""
     return sorted({p.stem for p in PROJECT_MAPPINGS.glob("*.yaml")}
-                  | {p.stem for p in (_zigzag_root() / "inputs" / "mapping").glob("*.yaml")})
+                  | {p.stem for p in (zigzag_root() / "inputs" / "mapping").glob("*.yaml")})
 
 
 def _is_path(text: str) -> bool:
@@ -126,7 +144,7 @@ class ZigZagEngine(Engine):
                 raise UserError(f"energy.accelerator: expected an existing ZigZag accelerator YAML file, "
                                 f"got {self.accelerator!r} (not found)")
             return candidate
-        for folder in (PROJECT_ACCELERATORS, _zigzag_root() / "inputs" / "hardware"):
+        for folder in (PROJECT_ACCELERATORS, zigzag_root() / "inputs" / "hardware"):
             if (folder / f"{self.accelerator}.yaml").is_file():
                 return folder / f"{self.accelerator}.yaml"
         raise UserError(f"energy.accelerator: expected a shipped accelerator ({', '.join(shipped_accelerators())}) "
@@ -134,7 +152,7 @@ class ZigZagEngine(Engine):
 
     def _mapping_path(self, hardware: Path) -> Path:
         mapping = self.settings.mapping
-        zz_mappings = _zigzag_root() / "inputs" / "mapping"
+        zz_mappings = zigzag_root() / "inputs" / "mapping"
         if mapping:
             if _is_path(mapping):
                 if not Path(mapping).is_file():
@@ -169,9 +187,6 @@ class ZigZagEngine(Engine):
     # -- set-up -----------------------------------------------------------------------------------
     def _load(self) -> tuple[Any, list[dict[str, Any]]]:
         if self._parsed is None:
-            from zigzag.stages.parser.accelerator_parser import AcceleratorParserStage
-            from zigzag.stages.parser.workload_parser import WorkloadParserStage
-
             hardware, mapping = self._paths()
             try:
                 accelerator = AcceleratorParserStage.parse_accelerator(str(hardware))
@@ -186,8 +201,6 @@ class ZigZagEngine(Engine):
 
     def _operand_links(self) -> dict[str, Any]:
         """{'w'|'i'|'o': ZigZag memory operand} of the default mapping entry."""
-        from zigzag.datatypes import MemoryOperand
-
         _, mapping_data = self._load()
         entry = next((m for m in mapping_data if m.get("name") == "default"), mapping_data[0])
         links = entry.get("memory_operand_links") or {"O": "O", "W": "I2", "I": "I1"}
@@ -199,8 +212,6 @@ class ZigZagEngine(Engine):
         return {op: hierarchy.get_operand_top_level(mem_op) for op, mem_op in self._operand_links().items()}
 
     def check(self) -> None:
-        from zigzag.hardware.architecture.imc_array import ImcArray
-
         accelerator, _ = self._load()
         hardware, _ = self._paths()
         if isinstance(accelerator.operational_array, ImcArray):
@@ -223,8 +234,6 @@ class ZigZagEngine(Engine):
         return state
 
     def dram_costs(self) -> DramCosts:
-        from zigzag.hardware.architecture.memory_port import DataDirection
-
         level = self._top_memories()["o"]
         mem_op = self._operand_links()["o"]
         width = level.get_max_bandwidth(mem_op, DataDirection.WR_IN_BY_LOW) or level.get_max_bandwidth(
@@ -250,9 +259,6 @@ class ZigZagEngine(Engine):
         if residency == PLAIN:
             return accelerator
         if residency not in self._variants:
-            from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
-            from zigzag.stages.exploit_data_locality_stages import ExploitInterLayerDataLocalityStage
-
             buffer = self.activation_buffer()
             if buffer is None:
                 raise UserError(f"energy.residency: accelerator {self.accelerator!r} has no on-chip memory that "
@@ -265,8 +271,6 @@ class ZigZagEngine(Engine):
             targets = {links["i"]: on_chip if residency.input_on_chip else index[tops["i"].name],
                        links["o"]: on_chip if residency.output_on_chip else index[tops["o"].name]}
             # ZigZag's own transformation; it tells weights from activations by the constant operand
-            from zigzag.parser.workload_factory import LayerNodeFactory
-
             probe = LayerNodeFactory({**layer_dict(geometry, 8, 8, 8), "operand_source": {"W": 0}},
                                      self._load()[1]).create()
             stage = ExploitInterLayerDataLocalityStage(
@@ -276,8 +280,6 @@ class ZigZagEngine(Engine):
         return self._variants[residency]
 
     def _layer(self, geometry: LayerGeometry, wb: int, ib: int, ob: int) -> Any:
-        from zigzag.parser.workload_factory import LayerNodeFactory
-
         _, mapping_data = self._load()
         return LayerNodeFactory(layer_dict(geometry, wb, ib, ob, name=geometry.describe()), mapping_data).create()
 
@@ -288,22 +290,11 @@ class ZigZagEngine(Engine):
 
         `stock=True` runs ZigZag's unmodified stage pipeline (the reference the fast path is tested against).
         """
-        from zigzag.mapping.temporal_mapping import TemporalMappingType
-        from zigzag.stages.evaluation.cost_model_evaluation import CostModelStage
-        from zigzag.stages.main import MainStage
-        from zigzag.stages.mapping.spatial_mapping_generation import SpatialMappingGeneratorStage
-        from zigzag.stages.mapping.temporal_mapping_generator_stage import TemporalMappingGeneratorStage
-        from zigzag.stages.results.reduce_stages import MinimalEnergyStage, MinimalLatencyStage
-        from zigzag.stages.workload_iterator import WorkloadStage
-        from zigzag.workload.dnn_workload import DNNWorkload
-
         layer = self._layer(geometry, weight_bits, input_bits, output_bits)
         accelerator = self._accelerator(residency, geometry)
         fast = (not stock and self.settings.mapping_objective == "energy"
                 and metadata.version("zigzag-dse") in FAST_SEARCH_ZIGZAG)
         if fast:
-            from energy.engines.zigzag_search import EnergyBoundedTemporalSearch, SearchBound
-
             inner = [EnergyBoundedTemporalSearch]
             reduce = MinimalEnergyStage
         else:
@@ -324,10 +315,6 @@ class ZigZagEngine(Engine):
     def reevaluate(self, cme: Any, geometry: LayerGeometry, weight_bits: int, input_bits: int,
                    output_bits: int) -> Any:
         """ZigZag's cost model on the mapping of `cme` with other bit widths (no search)."""
-        from zigzag.cost_model.cost_model import CostModelEvaluation
-        from zigzag.mapping.spatial_mapping_internal import SpatialMappingInternal
-        from zigzag.mapping.temporal_mapping import TemporalMapping
-
         layer = self._layer(geometry, weight_bits, input_bits, output_bits)
         return CostModelEvaluation(
             accelerator=cme.accelerator, layer=layer,
@@ -368,10 +355,6 @@ class ZigZagEngine(Engine):
 
     def metrics(self, cme: Any) -> Metrics:
         """Table metrics of one ZigZag cost model evaluation: every memory level of every operand."""
-        from zigzag.datatypes import Constants
-        from zigzag.hardware.architecture.memory_port import DataDirection
-        from zigzag.mapping.data_movement import DataMoveAttr
-
         operands = {"w": Constants.LAYER_OP_W, "i": Constants.LAYER_OP_I, "o": Constants.OUTPUT_LAYER_OP}
         reads = (DataDirection.RD_OUT_TO_LOW, DataDirection.RD_OUT_TO_HIGH)
         writes = (DataDirection.WR_IN_BY_LOW, DataDirection.WR_IN_BY_HIGH)

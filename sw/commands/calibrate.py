@@ -6,6 +6,7 @@ import argparse
 
 from sw.model.calibration import ensure_calibrated
 from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.quant.adapter import amax_summary
 from sw.study.study import Study
 
 HELP = "calibrate the quantizers (max, percentile, entropy, mse, aciq) and save them as JSON"
@@ -22,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     qmodel = QuantizedModel(study.fp32_model, w.model.input_shape, QuantSettings.from_workload(w))
     path = ensure_calibrated(qmodel, study, force=True)
     for name, q in qmodel.iter_quantizers():
-        print(f"  {name:<40} {'unsigned' if q.unsigned else 'signed':>8}  amax {q._short_amax()}")
+        print(f"  {name:<40} {'unsigned' if q.unsigned else 'signed':>8}  amax {amax_summary(q)}")
     print(f"calibration ({w.calibration.method}) written: {path}")
     return 0

@@ -16,6 +16,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from sw.core.errors import DataError, UserError
@@ -94,8 +95,6 @@ def path_seed(seed: int, rel: str) -> int:
 
 def corrupt_file(task: tuple) -> tuple[str | None, int, int]:
     """Read one image and write it under every condition x severity; (failure, written, skipped)."""
-    from PIL import Image, UnidentifiedImageError
-
     in_root, rel, out_root, conditions, severities, seed, fmt, overwrite = task
     rel_path = Path(rel)
     if fmt:

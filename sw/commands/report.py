@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from sw.report import build_report
+from sw.report.build import build_report
 from sw.study.study import Study
 
 HELP = "write the study's HTML report (front, generations, hypervolume, bits, energy, weather, cosim) with TikZ figures"

@@ -1,7 +1,7 @@
 """`python -m sw weather-sweep [WORKLOAD] --conditions fog snow --severities 1 3 5`.
 
 Evaluates fp32, the uniform baseline-bit model and every Pareto point of the latest
-exploration of WORKLOAD under every condition x severity (see `sw.robustness.sweep`), stores the
+exploration of WORKLOAD under every condition x severity (see `sw.robustness.run`), stores the
 results in the study's results database and writes `sweep.csv` and plots to
 `<results>/<name>/weather/`.
 """
@@ -13,7 +13,9 @@ import time
 from pathlib import Path
 
 from sw.data import corruptions
-from sw.robustness.sweep import DEFAULT_CONDITIONS, run_sweep, summary_lines, write_outputs
+from sw.robustness.plots import write_outputs
+from sw.robustness.result import summary_lines
+from sw.robustness.run import DEFAULT_CONDITIONS, run_sweep
 from sw.study.study import Study
 
 HELP = "evaluate fp32, 8-bit and the Pareto front under weather conditions x severities; write plots"

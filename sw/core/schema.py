@@ -7,6 +7,7 @@ errors: a typo must never be silently ignored.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -241,8 +242,6 @@ def _join(key: str, name: str) -> str:
 
 def _copy_default(value: Any) -> Any:
     if isinstance(value, (list, dict)):
-        import copy
-
         return copy.deepcopy(value)
     return value
 

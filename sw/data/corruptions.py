@@ -34,7 +34,9 @@ workload loader imports it only to validate condition names).
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
@@ -119,7 +121,7 @@ def check_severity(severity: int) -> None:
 
 
 def _corrupt_small(image: np.ndarray, condition: str, severity: int, seed: int) -> np.ndarray:
-    import cv2
+    import cv2  # lazy: OpenCV (0.2 s) only where images are corrupted
 
     height, width = image.shape[:2]
     scale = MIN_SIDE / min(height, width)
@@ -143,7 +145,7 @@ def _as_uint8(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
 
 def _imagecorruptions_condition(name: str) -> ConditionFunction:
     def apply(image: np.ndarray, severity: int, seed: int) -> np.ndarray:
-        from imagecorruptions import corrupt as ic_corrupt
+        from imagecorruptions import corrupt as ic_corrupt  # lazy: 0.5 s, only for its conditions
 
         kwargs = {"seed": seed} if name in _OWN_SEED else {}
         saved = np.random.get_state()
@@ -167,7 +169,7 @@ for _name in IMAGENET_C:
 
 def _albumentations():
     os.environ["NO_ALBUMENTATIONS_UPDATE"] = "1"  # it phones home at import otherwise
-    import albumentations
+    import albumentations  # lazy: 0.5 s, only for its conditions (and after the variable above)
 
     return albumentations
 
@@ -229,20 +231,17 @@ def corrupt_many(images: list[np.ndarray], condition: str, severity: int, seeds:
     return [corrupt(image, condition, severity, seed) for image, seed in zip(images, seeds, strict=True)]
 
 
-def process_pool(workers: int) -> "ProcessPoolExecutor":
+def process_pool(workers: int) -> ProcessPoolExecutor:
     """A pool of `workers` processes for corrupting images.
 
     Spawned, not forked: the parent may hold torch/OpenMP threads that a fork would break.
     Starting one costs seconds (imports), so long jobs create one and reuse it.
     """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker)
 
 
 def _init_worker() -> None:
-    import cv2
+    import cv2  # lazy: OpenCV (0.2 s) only where images are corrupted
 
     cv2.setNumThreads(1)  # the pool is the parallelism

@@ -22,6 +22,7 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from sw.core.errors import UserError, first_line
+from sw.quant.adapter import input_quantizer, is_enabled, weight_quantizer
 from sw.quant.presets import QuantParams, quant_params
 
 
@@ -73,7 +74,7 @@ def _pair(v) -> tuple[int, int]:
 
 def _weight_codes(qmodel, name: str, layer: nn.Module) -> tuple[torch.Tensor, QuantParams]:
     """Integer weight codes of a layer, checked against the weights the fake-quant model uses."""
-    wq = layer._weight_quantizer
+    wq = weight_quantizer(layer)
     if getattr(wq, "channel_bits", None) is not None:
         raise UnsupportedOp(f"layer {name}: calibration.bit_allocation gives each output channel its own weight bits; "
                             f"the integer model, ONNX export and checkpoints carry one bit width per tensor")
@@ -82,7 +83,7 @@ def _weight_codes(qmodel, name: str, layer: nn.Module) -> tuple[torch.Tensor, Qu
                             f"off the quantizer's integer grid; export supports bias_correction none or mean")
     params = quant_params(wq)
     with torch.no_grad():
-        used = layer.weight.detach() if wq._disabled else wq(layer.weight.detach())
+        used = wq(layer.weight.detach()) if is_enabled(wq) else layer.weight.detach()
         codes = params.codes(qmodel.fp32_weight(name))
         if not torch.equal(params.dequantize(codes), used.float() + 0.0):  # + 0.0: -0.0 == +0.0
             raise UnsupportedOp(f"layer {name}: its weights are not on the quantizer's integer grid "
@@ -139,8 +140,8 @@ def _lower_node(qmodel, node: fx.Node, modules: dict, args: list[str], shape, gr
         if isinstance(m, (qnn.QuantConv2d, qnn.QuantLinear)):
             ops = []
             src = args[0]
-            iq = m._input_quantizer
-            if not iq._disabled:
+            iq = input_quantizer(m)
+            if is_enabled(iq):
                 qname = f"{node.target}.input"
                 ops.append(Op("quant", qname, [src], {"quantizer": qname, "params": quant_params(iq)},
                               tuple(node.args[0].meta["tensor_meta"].shape)))

@@ -27,6 +27,7 @@ from typing import Mapping
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
@@ -227,8 +228,6 @@ class OnnxRunner:
     """An onnxruntime CPU session of a QDQ model (default graph optimisations, as a user gets them)."""
 
     def __init__(self, model: onnx.ModelProto, *, threads: int = 1, optimize: bool = True):
-        import onnxruntime as ort
-
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

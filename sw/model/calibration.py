@@ -36,6 +36,7 @@ from sw.core.durable import write_text
 from sw.core.errors import DataError
 from sw.core.limits import CALIBRATION_METHODS as METHODS
 from sw.model.quantized_model import QuantizedModel
+from sw.quant import adapter
 from sw.quant.bias_correction import CORRECTIONS, BiasCorrection, InputMean
 from sw.quant.bit_allocation import ChannelBitAllocation
 from sw.quant.clipping import (
@@ -91,7 +92,7 @@ def _is_weight(name: str) -> bool:
 
 def _activation_clipping(method: str, recipe: Recipe, q: TensorQuantizer, stats: RunningMoments) -> Clipping:
     if method in HISTOGRAM_METHODS:
-        histogram = Histogram.from_calibrator(q._calibrator)
+        histogram = Histogram.from_calibrator(adapter.calibrator(q))
         if histogram is None:
             raise ValueError(f"{method} calibration needs the histogram calibrator (QuantSettings.calib_method)")
         return HistogramClipping(method, histogram, recipe.percentile)
@@ -101,7 +102,7 @@ def _activation_clipping(method: str, recipe: Recipe, q: TensorQuantizer, stats:
 
 
 def _weight_clipping(recipe: Recipe, q: TensorQuantizer, weight: torch.Tensor) -> Clipping | None:
-    axis = q.axis[0] if isinstance(q.axis, (tuple, list)) else q.axis
+    axis = adapter.channel_axis(q)
     if recipe.bit_allocation and axis is None:
         raise ValueError("bit allocation needs per-channel weight quantizers (quantization.per_channel_weights: true)")
     if recipe.weight_method == "aciq":
@@ -125,14 +126,11 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
     input_means: dict[str, InputMean] = {}
     handles = []
     for name, q in qmodel.iter_quantizers():
-        q.disable_quant()
-        q.enable_calib()
+        adapter.start_calibration(q)
         q.clipping = q.clippings = None
         q.bias_correction = None
         if hasattr(q, "channel_bits"):
             q.channel_bits = None
-        if q._calibrator is not None:
-            q._calibrator.reset()
         if not _is_weight(name):
             stats[name] = RunningMoments()
             handles.append(q.register_forward_pre_hook(stats[name]))
@@ -147,8 +145,7 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
         for h in handles:
             h.remove()
     for name, q in tqdm(list(qmodel.iter_quantizers()), desc="clipping", disable=not progress, leave=False):
-        q.disable_calib()
-        q.enable_quant()
+        adapter.stop_calibration(q)
         if _is_weight(name):
             layer_name = name[: -len(".weight")]
             layer = layers[layer_name]
@@ -164,7 +161,7 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
                 continue
             if unsigned_activations == "auto" and s.lo >= 0.0:
                 q.unsigned = True
-                q._calibrator._unsigned = True
+                adapter.set_calibrator_unsigned(q, True)
             if recipe.search_methods:
                 q.clippings = {m: _activation_clipping(m, recipe, q, s) for m in dict.fromkeys(
                     (recipe.method, *recipe.search_methods))}
@@ -178,13 +175,11 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
 
 
 def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
-    value = torch.as_tensor(value, dtype=torch.float32)
-    if hasattr(q, "_amax"):
-        if q._amax.shape != value.shape:
-            raise DataError(f"amax shape {tuple(value.shape)} does not match the quantizer's {tuple(q._amax.shape)}")
-        q._amax.data.copy_(value)
-    else:
-        q.register_buffer("_amax", value.clone())
+    """`adapter.set_amax`, refusing a file's amax of another shape than the quantizer's."""
+    current = adapter.amax_buffer(q)
+    if current is not None and current.shape != value.shape:
+        raise DataError(f"amax shape {tuple(value.shape)} does not match the quantizer's {tuple(current.shape)}")
+    adapter.set_amax(q, value)
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:

@@ -25,6 +25,7 @@ import torch
 
 from sw.core.durable import atomic_write, write_text
 from sw.core.errors import DataError, first_line
+from sw.quant.adapter import is_enabled
 from sw.quant.lsq import pin_amax
 
 FORMAT = "mpq-quantized-checkpoint/1"
@@ -46,7 +47,7 @@ def _bias_correction(q) -> str | None:
 def _quantizer_json(q) -> dict[str, Any]:
     amax = q.amax
     return {"class": type(q).__name__, "bits": int(q.num_bits), "unsigned": bool(q.unsigned),
-            "narrow_range": bool(q.narrow_range), "enabled": not q._disabled,
+            "narrow_range": bool(q.narrow_range), "enabled": is_enabled(q),
             "amax": None if amax is None else amax.detach().float().reshape(-1).tolist(),
             "amax_shape": None if amax is None else list(amax.shape), "bias_correction": _bias_correction(q)}
 

@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from pytorch_quantization import nn as qnn
 from torch import fx, nn
 
+from sw.quant.adapter import layer_operands
+
 CLAMPS = {"relu": (0.0, float("inf")), "relu6": (0.0, 6.0)}  # (floor, ceiling) of the fused pass
 _RELU_FUNCTIONS = {F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu6: "relu6"}
 _RELU_METHODS = {"relu": "relu", "relu_": "relu"}
@@ -63,25 +65,16 @@ def quantize(quantizer: nn.Module, x: torch.Tensor, clamp: str | None, in_place:
     return out if relu_after is None else out.relu_() if relu_after == "relu_" else torch.relu(out)
 
 
-def _parts(layer: nn.Module) -> tuple[nn.Module, torch.Tensor, torch.Tensor | None]:
-    """A quantized layer's (input quantizer, weight as its weight quantizer gives it, bias), read
-    from the module's own dicts: `layer.weight` is a Python `Module.__getattr__` call per name."""
-    modules, parameters = layer._modules, layer._parameters
-    weight, weight_quantizer = parameters["weight"], modules["_weight_quantizer"]
-    return (modules["_input_quantizer"], weight if weight_quantizer._disabled else weight_quantizer(weight),
-            parameters.get("bias"))
-
-
 def conv2d(x: torch.Tensor, clamp: str | None, in_place: bool, layer: qnn.QuantConv2d) -> torch.Tensor:
     """`layer(relu(x))` of a zero-padded QuantConv2d, without its module calls."""
-    quantizer, weight, bias = _parts(layer)
+    quantizer, weight, bias = layer_operands(layer)
     return F.conv2d(quantize(quantizer, x, clamp, in_place), weight, bias, layer.stride, layer.padding, layer.dilation,
                     layer.groups)
 
 
 def linear(x: torch.Tensor, clamp: str | None, in_place: bool, layer: qnn.QuantLinear) -> torch.Tensor:
     """`layer(relu(x))` of a QuantLinear, without its module calls."""
-    quantizer, weight, bias = _parts(layer)
+    quantizer, weight, bias = layer_operands(layer)
     return F.linear(quantize(quantizer, x, clamp, in_place), weight, bias)
 
 

@@ -35,7 +35,8 @@ from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_h
 from sw.model import inference_graph
 from sw.model.graph import insert_quantizers, prepare_fp32
 from sw.model.weighting import LayerSize
-from sw.quant import fused_quant
+from sw.quant import adapter, fused_quant
+from sw.quant.adapter import QuantizerBase, input_quantizer, quantizing_only, static_params, weight_quantizer
 from sw.quant.bit_allocation import ChannelBitsQuantizer
 from sw.quant.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
 from sw.quant.presets import apply_preset, resolve
@@ -73,10 +74,10 @@ class QuantSettings:
                            else "max", num_bins=c.num_bins, graph=q.graph, fold_bn=q.fold_bn, preset=q.preset))
 
 
-class ActivationQuantizer(TensorQuantizer):
+class ActivationQuantizer(QuantizerBase):
     """A TensorQuantizer for inputs/activations with a leaner forward for static amax.
 
-    pytorch-quantization's `_tensor_quant` recomputes the scale, checks amax and allocates
+    pytorch-quantization's tensor quant function recomputes the scale, checks amax and allocates
     three intermediate tensors on every call. Here the fp32 scale `max_bound / amax` is cached
     per (amax, bits, signedness) and the same operations run in the same order,
     `clamp(round(x * scale)) / scale`, so the output is bit-identical (tested against the
@@ -97,19 +98,20 @@ class ActivationQuantizer(TensorQuantizer):
     serial_below = 1 << 20  # elements; 0 runs every unfused pass on torch's thread pool
     fused = True  # False: the passes run as separate torch ops (see above)
 
-    def _quant_forward(self, inputs):
+    def quant_forward(self, inputs):
         cached = self._static_scales(inputs)
         if cached is None:
-            return super()._quant_forward(inputs)
-        _, mul, div, lo, hi, floats = cached
+            return super().quant_forward(inputs)
+        key, mul, div, lo, hi, floats = cached
+        unsigned = key[2]
         if self._fusable(inputs):
-            return fused_quant.fake_quant(inputs, *floats, self._unsigned)
+            return fused_quant.fake_quant(inputs, *floats, unsigned)
         threads = torch.get_num_threads()
         if threads == 1 or inputs.numel() >= self.serial_below:
-            return self._static_fake_quant(inputs, mul, div, lo, hi)
+            return self._static_fake_quant(inputs, mul, div, lo, hi, unsigned)
         torch.set_num_threads(1)
         try:
-            return self._static_fake_quant(inputs, mul, div, lo, hi)
+            return self._static_fake_quant(inputs, mul, div, lo, hi, unsigned)
         finally:
             torch.set_num_threads(threads)
 
@@ -123,14 +125,14 @@ class ActivationQuantizer(TensorQuantizer):
         `relu(output)` instead, the same pass with its lower bound raised to 0 (the output is
         `code / scale` with the scale > 0, so a code below 0 is exactly what the ReLU zeroes,
         and -0.0 and NaN stay as both give them)."""
-        if (self._disabled or not self._if_quant or self._if_calib or self._if_clip or self._forward_hooks
-                or self._forward_pre_hooks or not self._fusable(inputs)):
+        if (not quantizing_only(self) or self._forward_hooks or self._forward_pre_hooks
+                or not self._fusable(inputs)):
             return None
         cached = self._static_scales(inputs)
         if cached is None:
             return None
         mul, div, lo, hi = cached[-1]
-        return fused_quant.fake_quant(inputs, mul, div, max(lo, 0.0) if relu_after else lo, hi, self._unsigned, clamp,
+        return fused_quant.fake_quant(inputs, mul, div, max(lo, 0.0) if relu_after else lo, hi, cached[0][2], clamp,
                                       in_place)
 
     def _fusable(self, inputs: torch.Tensor) -> bool:
@@ -140,22 +142,21 @@ class ActivationQuantizer(TensorQuantizer):
     def _static_scales(self, inputs: torch.Tensor) -> tuple | None:
         """The cached (key, multiplier, divisor, min, max, the four as Python floats) for a static per-tensor
         amax and a float32 input without gradient; None where the library's path is needed."""
-        amax = self._buffers.get("_amax")  # (not `self._amax`: a Python `Module.__getattr__` call)
-        if (self._learn_amax or not self._fake_quant or amax is None or amax.numel() != 1
-                or inputs.dtype != torch.float32 or TensorQuantizer.use_fb_fake_quant
-                or (inputs.requires_grad and torch.is_grad_enabled())):
+        params = static_params(self)  # the amax buffer itself, not the `amax` property: no Python call per read
+        if params is None or inputs.dtype != torch.float32 or (inputs.requires_grad and torch.is_grad_enabled()):
             return None
-        key = (float(amax), self._num_bits, self._unsigned, self._narrow_range)
+        amax, bits, unsigned, narrow = params
+        key = (float(amax), bits, unsigned, narrow)
         cached = getattr(self, "_scale_cache", None)
         if cached is None or cached[0] != key:
-            self._scale_cache = cached = (key, *self._scales(amax))
+            self._scale_cache = cached = (key, *self._scales(amax, bits, unsigned, narrow))
         return cached
 
-    def _scales(self, amax: torch.Tensor):
-        """(multiplier, divisor, min bound, max bound, the same four as Python floats), as `_tensor_quant`
-        (each a float32 value)."""
-        max_bound = torch.tensor(2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0)
-        min_bound = 0.0 if self._unsigned else float(-max_bound if self._narrow_range else -max_bound - 1)
+    def _scales(self, amax: torch.Tensor, bits: int, unsigned: bool, narrow: bool):
+        """(multiplier, divisor, min bound, max bound, the same four as Python floats), as the library's
+        tensor quant function (each a float32 value)."""
+        max_bound = torch.tensor(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
+        min_bound = 0.0 if unsigned else float(-max_bound if narrow else -max_bound - 1)
         if float(amax) <= self._EPSILON:  # the library quantizes with scale 0, then divides by 1
             mul, div = torch.tensor(0.0), torch.tensor(1.0)
         else:
@@ -163,10 +164,11 @@ class ActivationQuantizer(TensorQuantizer):
         floats = (float(mul), float(div), float(min_bound), float(max_bound))
         return mul, div, min_bound, float(max_bound), floats
 
-    def _static_fake_quant(self, inputs: torch.Tensor, mul: torch.Tensor, div: torch.Tensor, lo: float,
-                           hi: float) -> torch.Tensor:
+    @staticmethod
+    def _static_fake_quant(inputs: torch.Tensor, mul: torch.Tensor, div: torch.Tensor, lo: float, hi: float,
+                           unsigned: bool) -> torch.Tensor:
         """`clamp(round(x * mul)) / div` in place on one new tensor, as the library computes it."""
-        if self._unsigned and inputs.min() < 0.0:
+        if unsigned and inputs.min() < 0.0:
             raise TypeError("Negative values encountered in unsigned quantization.")
         out = inputs * mul
         return out.round_().clamp_(lo, hi).div_(div)
@@ -189,13 +191,13 @@ def _quantized_copy(module: nn.Module, s: QuantSettings) -> nn.Module:
                             module.padding_mode, **kwargs)
     else:
         q = qnn.QuantLinear(module.in_features, module.out_features, module.bias is not None, **kwargs)
-    q._input_quantizer = ActivationQuantizer(kwargs["quant_desc_input"])
-    q._weight_quantizer = ChannelBitsQuantizer(kwargs["quant_desc_weight"])
+    adapter.set_layer_quantizer(q, "input", ActivationQuantizer(kwargs["quant_desc_input"]))
+    adapter.set_layer_quantizer(q, "weight", ChannelBitsQuantizer(kwargs["quant_desc_weight"]))
     with torch.no_grad():
         q.weight.copy_(module.weight)
         if module.bias is not None:
             q.bias.copy_(module.bias)
-    q._weight_quantizer._calibrator._unsigned = False
+    adapter.set_calibrator_unsigned(weight_quantizer(q), False)
     return q.train(module.training)
 
 
@@ -224,8 +226,7 @@ class QuantizedModel(nn.Module):
                     module.register_forward_hook(self._make_output_hook(key))
         apply_preset(self, settings.preset)
         for q in self.quantizers().values():
-            if hasattr(q._calibrator, "_num_bins"):
-                q._calibrator._num_bins = settings.num_bins
+            adapter.set_histogram_bins(q, settings.num_bins)
         self._master: dict[str, torch.Tensor] = {}
         self._master_bias: dict[str, torch.Tensor | None] = {}
         self._weight_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -264,7 +265,7 @@ class QuantizedModel(nn.Module):
                     per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
                 sizes.append(LayerSize(name, module.weight.numel(), x[0].numel(), output[0].numel() * per_out))
             handles.append(layer.register_forward_hook(record))
-        states = {n: q._disabled for n, q in self.quantizers().items()}
+        states = {n: adapter.is_enabled(q) for n, q in self.quantizers().items()}
         for q in self.quantizers().values():
             q.disable()
         try:
@@ -273,7 +274,7 @@ class QuantizedModel(nn.Module):
             for h in handles:
                 h.remove()
             for n, q in self.quantizers().items():
-                q._disabled = states[n]
+                adapter.set_enabled(q, states[n])
         return sizes
 
     # -- forward ------------------------------------------------------------------------------
@@ -311,8 +312,8 @@ class QuantizedModel(nn.Module):
         """Every quantizer by its address."""
         out: dict[str, TensorQuantizer] = {"model_input": self.model_input}
         for name, layer in self.layers().items():
-            out[f"{name}.input"] = layer._input_quantizer
-            out[f"{name}.weight"] = layer._weight_quantizer
+            out[f"{name}.input"] = input_quantizer(layer)
+            out[f"{name}.weight"] = weight_quantizer(layer)
         for key, q in self.activation_quantizers.items():
             out[f"{key.replace('__', '.')}.output"] = q
         return out
@@ -329,7 +330,7 @@ class QuantizedModel(nn.Module):
             self.activation_quantizers[address[: -len(".output")].replace(".", "__")] = quantizer
         else:
             layer, role = address.rsplit(".", 1)
-            setattr(self.layers()[layer], f"_{role}_quantizer", quantizer)
+            adapter.set_layer_quantizer(self.layers()[layer], role, quantizer)
         self._inference = None  # rebuilt with the new one (and its hook dicts)
         return old
 
@@ -341,12 +342,12 @@ class QuantizedModel(nn.Module):
         layers it does not name get the calibrated default."""
         layers = self.layers()
         for name, (wb, ib) in bits.items():
-            layer = layers[name]
-            layer._weight_quantizer.num_bits = int(wb)
-            layer._input_quantizer.num_bits = int(ib)
-            select_clipping(layer._input_quantizer, (clipping or {}).get(name))
-            apply_clipping(layer._weight_quantizer)
-            apply_clipping(layer._input_quantizer)
+            wq, iq = weight_quantizer(layers[name]), input_quantizer(layers[name])
+            wq.num_bits = int(wb)
+            iq.num_bits = int(ib)
+            select_clipping(iq, (clipping or {}).get(name))
+            apply_clipping(wq)
+            apply_clipping(iq)
         if self._master:
             self._requantize_weights(bits.keys())
 
@@ -354,14 +355,14 @@ class QuantizedModel(nn.Module):
         self.set_layer_bits({n: (bits, bits) for n in self.layer_names})
 
     def layer_bits(self) -> dict[str, tuple[int, int]]:
-        return {n: (l._weight_quantizer.num_bits, l._input_quantizer.num_bits) for n, l in self.layers().items()}
+        return {n: (weight_quantizer(l).num_bits, input_quantizer(l).num_bits) for n, l in self.layers().items()}
 
     def layer_clipping(self) -> dict[str, str]:
         """The active input clipping method of each layer that calibration prepared several for
         (`calibration.search_methods`): what `set_layer_bits(bits, clipping)` takes back."""
         active = {}
         for name, layer in self.layers().items():
-            q = layer._input_quantizer
+            q = input_quantizer(layer)
             for method, clipping in (getattr(q, "clippings", None) or {}).items():
                 if clipping is getattr(q, "clipping", None):
                     active[name] = method
@@ -395,7 +396,7 @@ class QuantizedModel(nn.Module):
                 layer.weight.data = self._master[name]
             if name in self._master_bias:
                 self._set_bias(layer, self._master_bias[name])
-            layer._weight_quantizer.enable()
+            weight_quantizer(layer).enable()
         self._master, self._master_bias = {}, {}
         self._weight_cache = {}
 
@@ -403,7 +404,8 @@ class QuantizedModel(nn.Module):
     def _requantize_weights(self, names) -> None:
         layers = self.layers()
         for name in names:
-            layer, wq = layers[name], layers[name]._weight_quantizer
+            layer = layers[name]
+            wq = weight_quantizer(layer)
             key = (name, wq.num_bits)
             cached = self._weight_cache.get(key)
             if cached is None:

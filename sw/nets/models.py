@@ -44,7 +44,7 @@ class DigitsCNN(nn.Module):
 
 
 def is_torchvision_model(name: str) -> bool:
-    import torchvision.models as tvm
+    import torchvision.models as tvm  # lazy: torchvision's import (1.5 s) only for its models
 
     return name in tvm.list_models(module=tvm)
 
@@ -56,7 +56,7 @@ def build_architecture(workload) -> nn.Module:
     if cfg.name in MODELS:
         return MODELS.get(cfg.name)(cfg.num_classes)
     if is_torchvision_model(cfg.name):
-        import torchvision.models as tvm
+        import torchvision.models as tvm  # lazy: as above
 
         # weights=None: never download; the project trains or loads its own weights.
         return tvm.get_model(cfg.name, weights=None, num_classes=cfg.num_classes)

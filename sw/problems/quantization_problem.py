@@ -92,14 +92,17 @@ class QuantizationProblem(ElementwiseProblem):
         return {"workload_path": str(self.study.workload.path), "thresholds": self.thresholds}
 
     def __setstate__(self, state):
-        self.__dict__.update(_worker_problem(state["workload_path"], tuple(state["thresholds"])).__dict__)
+        self.__dict__.update(worker_problem(state["workload_path"], tuple(state["thresholds"])).__dict__)
 
 
 _WORKER_PROBLEMS: dict = {}
 
 
-def _worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> QuantizationProblem:
-    """Rebuild (once per process) the problem a parent process sent as a path."""
+def worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> QuantizationProblem:
+    """Rebuild (once per process) the problem a parent process sent as a path.
+
+    What an unpickled problem becomes in a worker process (`__setstate__`); `sw.bench` calls it
+    to warm a worker before timing it."""
     key = (workload_path, thresholds)
     if key not in _WORKER_PROBLEMS:
         torch.set_num_threads(1)

@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from pytorch_quantization.nn import TensorQuantizer
 
 from sw.core.limits import MAX_BITS, MIN_BITS
+from sw.quant.adapter import QuantizerBase, uses_fake_quant_formula
 from sw.quant.clipping import Clipping, clipping_from_json, register_clipping
 
 
@@ -102,7 +102,7 @@ def fake_quant_channel_bits(x: torch.Tensor, amax: torch.Tensor, bits: torch.Ten
     return q / torch.where(tiny, torch.ones_like(scale), scale)
 
 
-class ChannelBitsQuantizer(TensorQuantizer):
+class ChannelBitsQuantizer(QuantizerBase):
     """The weight quantizer: a TensorQuantizer that can give each output channel its own bits.
 
     `channel_bits` (a long tensor shaped like amax) is set by `ChannelBitAllocation.apply`;
@@ -112,15 +112,16 @@ class ChannelBitsQuantizer(TensorQuantizer):
 
     channel_bits: torch.Tensor | None = None
 
-    def _quant_forward(self, inputs):
+    def quant_forward(self, inputs):
         bits = self.channel_bits
-        if bits is None or self._learn_amax or not self._fake_quant or TensorQuantizer.use_fb_fake_quant:
-            return super()._quant_forward(inputs)
-        amax = self._get_amax(inputs)
-        if self._unsigned and inputs.min() < 0.0:
+        if bits is None or not uses_fake_quant_formula(self):
+            return super().quant_forward(inputs)
+        amax = self.forward_amax(inputs)
+        unsigned = self.unsigned
+        if unsigned and inputs.min() < 0.0:
             raise TypeError("Negative values encountered in unsigned quantization.")
         with torch.no_grad():
-            outputs = fake_quant_channel_bits(inputs, amax, bits, self._unsigned, self._narrow_range)
+            outputs = fake_quant_channel_bits(inputs, amax, bits, unsigned, self.narrow_range)
         if not inputs.requires_grad:
             return outputs
         return outputs + (inputs - inputs.detach()) * (inputs.abs() <= amax)

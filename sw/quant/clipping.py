@@ -29,8 +29,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from scipy.optimize import minimize_scalar
 
 from sw.core.limits import HISTOGRAM_METHODS, MAX_BITS
+from sw.quant.adapter import calibrator_histogram, set_amax
 
 PRIORS = ("laplace", "gauss")
 MAX_BINS = 8192  # a histogram that grew beyond this (a later batch far wider than the first) is merged down
@@ -49,7 +51,7 @@ class Histogram:
     @classmethod
     def from_calibrator(cls, calibrator) -> "Histogram | None":
         """The histogram a pytorch-quantization `HistogramCalibrator` collected (None if nothing was)."""
-        hist, edges = calibrator._calib_hist, calibrator._calib_bin_edges
+        hist, edges = calibrator_histogram(calibrator)
         if hist is None or edges is None:
             return None
         counts = torch.as_tensor(hist).double().round().numpy() if isinstance(hist, torch.Tensor) else np.asarray(hist)
@@ -204,8 +206,6 @@ def aciq_factor(bits: int, prior: str = "laplace") -> float:
     Clipping noise of the tails plus the uniform rounding noise `alpha^2 / (3 * 4^bits)` of
     2^bits levels over [-alpha, alpha]; minimised numerically (Brent, bounded).
     """
-    from scipy.optimize import minimize_scalar
-
     noise = {"laplace": _laplace_mse, "gauss": _gauss_mse}[prior]
     result = minimize_scalar(lambda a: noise(a, bits), bounds=(1e-3, 100.0), method="bounded",
                              options={"xatol": 1e-10})
@@ -251,11 +251,7 @@ class Clipping:
         channel_bits = self.channel_bits(quantizer.num_bits, quantizer.unsigned)
         if hasattr(quantizer, "channel_bits"):
             quantizer.channel_bits = channel_bits
-        value = self.amax(quantizer.num_bits if channel_bits is None else channel_bits, quantizer.unsigned)
-        if hasattr(quantizer, "_amax"):
-            quantizer._amax.data.copy_(value.reshape(quantizer._amax.shape))
-        else:
-            quantizer.register_buffer("_amax", value.clone())
+        set_amax(quantizer, self.amax(quantizer.num_bits if channel_bits is None else channel_bits, quantizer.unsigned))
 
     def to_json(self) -> dict[str, Any]:  # pragma: no cover - abstract
         raise NotImplementedError

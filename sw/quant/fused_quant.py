@@ -123,6 +123,14 @@ def unavailable_reason() -> str | None:
     return None if available() else _unavailable
 
 
+def forget() -> None:
+    """Forget the loaded kernel, or why it could not be built, as a new process starts: the next
+    `available()` looks in `cache_dir()` again (building it there where it is missing) and logs
+    again where it cannot. The kernel's own tests use it to build into an empty cache."""
+    global _library, _unavailable
+    _library = _unavailable = None
+
+
 def uses_openmp() -> bool:
     """Whether the kernel was built with OpenMP (else it runs on the calling thread)."""
     return available() and bool(_library.sw_fake_quant_openmp())

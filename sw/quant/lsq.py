@@ -25,8 +25,10 @@ import math
 
 import torch
 from pytorch_quantization.nn import TensorQuantizer
+from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import nn
 
+from sw.quant.adapter import is_enabled, set_amax, set_enabled
 from sw.quant.presets import AffineQuantizer, Pow2Quantizer
 
 
@@ -60,23 +62,21 @@ class LsqQuantizer(TensorQuantizer):
     """A symmetric quantizer with a trainable (LSQ) or fixed (STE) step, initialised from `source`."""
 
     def __init__(self, source: TensorQuantizer, *, learn: bool = True):
-        from pytorch_quantization.tensor_quant import QuantDescriptor
-
         super().__init__(QuantDescriptor(num_bits=source.num_bits, axis=source.axis, unsigned=source.unsigned,
                                          narrow_range=source.narrow_range))
-        self._disabled = source._disabled
+        set_enabled(self, is_enabled(source))
         amax = source.amax.detach().float().clone()
         self.step = nn.Parameter(amax / self.max_bound, requires_grad=learn)
         self.learn = learn
 
     @property
     def max_bound(self) -> float:
-        return 2.0 ** (self._num_bits - 1 + int(self._unsigned)) - 1.0
+        return 2.0 ** (self.num_bits - 1 + int(self.unsigned)) - 1.0
 
     @property
     def bounds(self) -> tuple[float, float]:
         hi = self.max_bound
-        return (0.0 if self._unsigned else (-hi if self._narrow_range else -hi - 1.0)), hi
+        return (0.0 if self.unsigned else (-hi if self.narrow_range else -hi - 1.0)), hi
 
     @property
     def amax(self):
@@ -87,7 +87,7 @@ class LsqQuantizer(TensorQuantizer):
         raise AttributeError("an LsqQuantizer's amax is step * max_bound; set its step")
 
     def forward(self, inputs):
-        if self._disabled:
+        if not is_enabled(self):
             return inputs
         lo, hi = self.bounds
         per_step = inputs.numel() / self.step.numel() if self.step.numel() > 1 else inputs[0].numel()
@@ -101,11 +101,7 @@ def pin_amax(q: TensorQuantizer, amax: torch.Tensor) -> None:
     """Set a quantizer's amax for good: neither bit-dependent clipping nor a per-layer clipping
     choice (`sw.quant.clipping`, applied by `set_layer_bits`) moves it any more."""
     q.clipping = q.clippings = None
-    amax = amax.detach().float()
-    if hasattr(q, "_amax"):
-        q._amax.data.copy_(amax.reshape(q._amax.shape))
-    else:
-        q.register_buffer("_amax", amax.clone())
+    set_amax(q, amax)
 
 
 def check_trainable(qmodel, method: str) -> None:

@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from pytorch_quantization import calib
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
+
+from sw.quant.adapter import QuantizerBase, amax_buffer, calib_method, channel_axis, is_calibrating
 
 _EPSILON = 1.0 / (1 << 24)  # pytorch-quantization: amax at or below this quantizes to 0
 
@@ -84,9 +85,8 @@ def resolve(settings):
 
 # -- quantizers ------------------------------------------------------------------------------------
 def _descriptor(q: TensorQuantizer) -> QuantDescriptor:
-    method = "histogram" if isinstance(q._calibrator, calib.HistogramCalibrator) else "max"
     return QuantDescriptor(num_bits=q.num_bits, axis=q.axis, unsigned=q.unsigned, narrow_range=q.narrow_range,
-                           calib_method=method)
+                           calib_method=calib_method(q))
 
 
 def pow2_amax(amax: torch.Tensor, num_bits: int, unsigned: bool) -> torch.Tensor:
@@ -102,30 +102,30 @@ def pow2_amax(amax: torch.Tensor, num_bits: int, unsigned: bool) -> torch.Tensor
     return torch.where(amax <= _EPSILON, amax, out)
 
 
-class Pow2Quantizer(TensorQuantizer):
+class Pow2Quantizer(QuantizerBase):
     """pytorch-quantization's fake quantization with the scale rounded to a power of two.
 
-    The calibrated (or clipped) amax stays in `_amax`; `amax` and every forward use the
-    power-of-two amax for the current bit width, so changing bits keeps scales 2^k.
+    The calibrated (or clipped) amax stays in the amax buffer (`amax_buffer`); `amax` and every
+    forward use the power-of-two amax for the current bit width, so changing bits keeps scales 2^k.
     """
 
     @property
     def amax(self):
-        raw = getattr(self, "_amax", None)
-        return None if raw is None else pow2_amax(raw, self._num_bits, self._unsigned)
+        raw = amax_buffer(self)
+        return None if raw is None else pow2_amax(raw, self.num_bits, self.unsigned)
 
     @amax.setter
     def amax(self, value):
         TensorQuantizer.amax.fset(self, value)
 
-    def _get_amax(self, inputs):
-        raw = super()._get_amax(inputs)
-        return pow2_amax(raw, self._num_bits, self._unsigned)
+    def forward_amax(self, inputs):
+        raw = super().forward_amax(inputs)
+        return pow2_amax(raw, self.num_bits, self.unsigned)
 
     # calibration file (sw.model.calibration): the raw amax, not its power of two at today's bits, so a
     # reloaded quantizer rounds to the same 2^k at every bit width
     def extra_calibration(self) -> dict[str, Any]:
-        raw = getattr(self, "_amax", None)
+        raw = amax_buffer(self)
         return {} if raw is None else {"amax": raw.detach().float().tolist()}
 
 
@@ -134,7 +134,7 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
 
-class AffineQuantizer(TensorQuantizer):
+class AffineQuantizer(QuantizerBase):
     """Asymmetric per-tensor fake quantization with a zero point (the SNPE-like preset).
 
     Codes are unsigned b-bit integers; `_range_lo`/`_range_hi` hold the observed minimum and
@@ -153,7 +153,7 @@ class AffineQuantizer(TensorQuantizer):
         super().enable_calib()
 
     def forward(self, inputs):
-        if self._if_calib and not self._disabled:
+        if is_calibrating(self):
             with torch.no_grad():
                 self._range_lo.fill_(min(float(self._range_lo), float(inputs.min())))
                 self._range_hi.fill_(max(float(self._range_hi), float(inputs.max())))
@@ -162,24 +162,25 @@ class AffineQuantizer(TensorQuantizer):
     def range(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(lo, hi) of the quantization grid: observed, clipped to amax, containing 0."""
         lo, hi = self._range_lo.float(), self._range_hi.float()
+        stored = amax_buffer(self)
         if not (torch.isfinite(lo) and torch.isfinite(hi)):
-            amax = self._amax.float().max() if hasattr(self, "_amax") else torch.tensor(1.0)
+            amax = stored.float().max() if stored is not None else torch.tensor(1.0)
             lo, hi = -amax, amax
-        elif hasattr(self, "_amax"):
-            amax = self._amax.float().max()
+        elif stored is not None:
+            amax = stored.float().max()
             lo, hi = torch.maximum(lo, -amax), torch.minimum(hi, amax)
         return torch.clamp(lo, max=0.0), torch.clamp(hi, min=0.0)
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(fp32 scale, zero point as a float tensor, highest code)."""
-        qmax = float(2 ** self._num_bits - 1)
+        qmax = float(2 ** self.num_bits - 1)
         lo, hi = self.range()
         width = hi - lo
         scale = torch.where(width > _EPSILON, torch.tensor(qmax) / width.clamp_min(_EPSILON), torch.tensor(0.0))
         zero_point = torch.clamp(torch.round(-lo * scale), 0.0, qmax)
         return scale, zero_point, qmax
 
-    def _quant_forward(self, inputs):
+    def quant_forward(self, inputs):
         scale, zero_point, qmax = self.affine()
         if float(scale) == 0.0:
             return inputs * 0.0
@@ -243,13 +244,6 @@ class QuantParams:
         return self.scale.reshape(shape), self.zero_point.float().reshape(shape)
 
 
-def _axis(q: TensorQuantizer) -> int | None:
-    axis = q.axis
-    if isinstance(axis, (tuple, list)):
-        axis = axis[0] if axis else None
-    return axis
-
-
 def quant_params(q: TensorQuantizer) -> QuantParams:
     """The integer description of any quantizer of the project (library, Pow2, Affine)."""
     bits = int(q.num_bits)
@@ -263,7 +257,7 @@ def quant_params(q: TensorQuantizer) -> QuantParams:
     max_bound = torch.tensor(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
     scale = max_bound / amax
     scale = torch.where(amax <= _EPSILON, torch.zeros_like(scale), scale)
-    axis = _axis(q) if amax.numel() > 1 else None
+    axis = channel_axis(q) if amax.numel() > 1 else None
     scale = scale.reshape(-1) if axis is not None else scale.reshape(())
     hi = int(max_bound)
     lo = 0 if unsigned else (-hi if narrow else -hi - 1)

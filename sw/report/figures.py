@@ -8,8 +8,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sw.core.errors import DataError
 from sw.report.inputs import ENERGY_OPERANDS, HELDOUT, StudyInputs, energy_layers, layer_energy, to_float
 from sw.report.spec import NAN, Axis, Figure, Heatmap, HLine, Series
+from sw.search.pareto import front_point
 
 BLUE, GREEN, RED, GREY, GOLD, PINK = "#1f4e9c", "#2a8a4a", "#d62020", "#555555", "#f0b000", "#d9a0a0"
 PALE = "#9aa9c4"
@@ -125,9 +127,6 @@ def bits_figure(inputs: StudyInputs) -> Figure:
 def energy_figure(inputs: StudyInputs) -> tuple[Figure | None, str]:
     """DRAM energy per layer and operand: the all-baseline-bit model and the best (or cheapest)
     Pareto point, side by side; (None, why) when the table cannot price them."""
-    from energy.plot import front_point
-    from sw.core.errors import DataError
-
     table = inputs.energy_table
     layers = energy_layers(table)
     base = inputs.workload.quantization.baseline_bits

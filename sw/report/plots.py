@@ -18,12 +18,12 @@ DPI = 110
 
 def render(figure: Figure, out_dir: Path) -> dict[str, Path]:
     """Write `<name>.png` and `<name>.svg`; return their paths."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
-    fig = _draw(figure, plt)
+    fig = draw(figure, plt)
     paths = {}
     for kind in ("png", "svg"):
         path = out_dir / f"{figure.name}.{kind}"
@@ -34,7 +34,9 @@ def render(figure: Figure, out_dir: Path) -> dict[str, Path]:
     return paths
 
 
-def _draw(figure: Figure, plt):
+def draw(figure: Figure, plt):
+    """The matplotlib figure of `figure`, drawn with `plt` (`matplotlib.pyplot`) and not saved:
+    what `render` writes, for callers that inspect or save it themselves."""
     if figure.heatmap is not None:
         return _heatmap(figure, figure.heatmap, plt)
     n = len(figure.axes)
@@ -67,7 +69,7 @@ def _axis(figure: Figure, spec: Axis, ax, fig) -> None:
             meta = np.array(figure.numbers(s.meta))[keep]
             points = ax.scatter(x, y, c=meta, cmap="viridis", s=s.size ** 2, marker=marker or "o",
                                 label=s.label or None, edgecolors="none")
-            from matplotlib.ticker import MaxNLocator
+            from matplotlib.ticker import MaxNLocator  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
             bar = fig.colorbar(points, ax=ax, ticks=MaxNLocator(integer=True))
             bar.set_label(spec.meta_label)
@@ -100,7 +102,7 @@ def _heatmap(figure: Figure, spec: Heatmap, plt):
     for c, r, v in zip(figure.numbers(spec.col), figure.numbers(spec.row), figure.numbers(spec.value)):
         grid[int(r), int(c)] = v
     fig, ax = plt.subplots(figsize=(max(5.0, 0.42 * cols + 2.5), max(2.6, 0.34 * rows + 1.8)))
-    from matplotlib.colors import LinearSegmentedColormap
+    from matplotlib.colors import LinearSegmentedColormap  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
     cmap = LinearSegmentedColormap.from_list("report", HEATMAP_COLORS)
     image = ax.imshow(grid, cmap=cmap, aspect="auto", origin="upper")
@@ -113,7 +115,7 @@ def _heatmap(figure: Figure, spec: Heatmap, plt):
     ax.set_xlabel(spec.xlabel)
     ax.set_ylabel(spec.ylabel)
     ax.set_title(figure.title, fontsize=10)
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
     bar = fig.colorbar(image, ax=ax, ticks=MaxNLocator(integer=True))
     bar.set_label(spec.value_label)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+from pymoo.indicators.hv import HV
 
 from sw.search.results import Individual
 
@@ -44,8 +45,6 @@ def reference_point(objective_names: Sequence[str], individuals: Sequence[Indivi
 
 def hypervolume(F: np.ndarray, ref: Sequence[float]) -> float:
     """Volume dominated by the rows of F (minimised) and bounded by `ref`; 0 for no row better than ref."""
-    from pymoo.indicators.hv import HV
-
     F = np.asarray(F, dtype=float).reshape(-1, len(ref))
     inside = F[np.all(F < np.asarray(ref), axis=1)]
     if len(inside) == 0:

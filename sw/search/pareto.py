@@ -2,7 +2,8 @@
 
 Rows carry both the exploration metrics the search selected on and the held-out ones
 (`heldout_<metric>`, `heldout_feasible`; see `sw.search.heldout`), and front.json names the `best`
-point: the cheapest one that meets the constraint on held-out data.
+point: the cheapest one that meets the constraint on held-out data. `front_point` reads one point's
+bits per layer back from front.csv (the report and `energy` price it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from sw.core.durable import atomic_write, write_text
+from sw.core.errors import DataError
 from sw.search.heldout import PHASE as HELDOUT_PHASE
 from sw.search.heldout import PREFIX, HeldOut, best_index, meets
 from sw.search.results import Individual, Run
@@ -103,10 +105,10 @@ def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Indi
                path: Path, *, title: str = "", baselines: dict[str, dict[str, float]] | None = None) -> None:
     """Every individual, the front on exploration data and on held-out data; points that miss the
     constraint on held-out data are crossed out, the best point is starred."""
-    import matplotlib
+    import matplotlib  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib (0.4 s) only where a figure is drawn
 
     metric = run.metric_names[0]
     cost_name = run.objective_names[1]
@@ -142,3 +144,31 @@ def plot_front(run: Run, individuals: Sequence[Individual], front: Sequence[Indi
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def front_point(front_csv: str | Path, layer_names: Sequence[str], cost_column: str | None = None,
+                point: int | None = None) -> tuple[dict[str, tuple[int, int]], dict]:
+    """Bits {layer: (weight, input)} and the row of one point of a front CSV (`write_front`):
+    row `point`, or the row with the lowest `cost_column` (by default the first `*_uj` column)."""
+    front_csv = Path(front_csv)
+    if not front_csv.is_file():
+        raise DataError(f"{front_csv}: expected a Pareto front CSV (run `make explore` first or pass --front)")
+    with front_csv.open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise DataError(f"{front_csv}: the Pareto front is empty (no feasible point)")
+    if point is not None:
+        row = rows[point]
+    else:
+        costs = [c for c in rows[0] if c == cost_column] or [c for c in rows[0] if c.endswith("_uj")]
+        row = min(rows, key=lambda r: float(r[costs[0]])) if costs else rows[0]
+    bits = {}
+    for name in layer_names:
+        if f"{name}.bits" in row:
+            b = int(float(row[f"{name}.bits"]))
+            bits[name] = (b, b)
+        elif f"{name}.weight_bits" in row:
+            bits[name] = (int(float(row[f"{name}.weight_bits"])), int(float(row[f"{name}.input_bits"])))
+        else:
+            raise DataError(f"{front_csv}: no bit-width column for layer {name!r} (is it this workload's front?)")
+    return bits, row

@@ -9,6 +9,7 @@ without re-evaluating), evaluates the rest, and commits each result the moment i
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -50,8 +51,6 @@ class ProcessBackend:
     """A pool of worker processes (spawned: each rebuilds the model once from the workload)."""
 
     def __init__(self, workers: int):
-        import multiprocessing
-
         self.pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
     def imap(self, f: Callable, X: Sequence) -> Iterator[tuple[int, dict]]:
@@ -82,8 +81,8 @@ class DaskBackend:
     batches_per_worker = 4  # per imap call: enough to balance uneven evaluation times
 
     def __init__(self, workers: int, address: str | None = None):
-        import dask
-        from dask.distributed import Client, LocalCluster
+        import dask  # lazy: dask's import (0.2 s) only for the dask runner
+        from dask.distributed import Client, LocalCluster  # lazy: as above
 
         self.cluster = None
         if not address:
@@ -94,7 +93,7 @@ class DaskBackend:
         self.client = Client(address or self.cluster)
 
     def imap(self, f: Callable, X: Sequence) -> Iterator[tuple[int, dict]]:
-        from dask.distributed import as_completed as dask_completed
+        from dask.distributed import as_completed as dask_completed  # lazy: as above
 
         workers = max(1, len(self.client.scheduler_info().get("workers", {})))
         size = max(1, len(X) // (self.batches_per_worker * workers))

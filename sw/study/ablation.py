@@ -21,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from tqdm import tqdm
+
 from sw.core.durable import atomic_write, write_text
+from sw.quant.adapter import weight_quantizer
 from sw.search.heldout import PHASE
 
 NAIVE = {"method": "max", "weight_method": "max", "prior": "laplace", "bit_allocation": False,
@@ -58,7 +61,7 @@ def mean_weight_bits(qmodel) -> float:
     """Weight bits averaged over every weight of the model (per-channel bits where allocated)."""
     total = bits = 0.0
     for layer in qmodel.layers().values():
-        wq = layer._weight_quantizer
+        wq = weight_quantizer(layer)
         channel_bits = getattr(wq, "channel_bits", None)
         n = layer.weight.numel()
         if channel_bits is None:
@@ -72,8 +75,6 @@ def mean_weight_bits(qmodel) -> float:
 def run_ablation(study, weight_bits: int, input_bits: int, recipes: Sequence[AblationRecipe] = RECIPES, *,
                  out_dir: Path | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """One row per recipe (plus fp32): its settings and held-out metrics at uniform W/A bits."""
-    from tqdm import tqdm
-
     out_dir = out_dir or study.results_dir / "ablation"
     metrics = list(study.workload.accuracy.metrics)
     fp32 = study.evaluate(study.fp32_model, PHASE)

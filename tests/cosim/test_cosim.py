@@ -41,15 +41,9 @@ def test_unpack_codes_reads_the_documented_layout(word_bits):
 
 
 @pytest.fixture(scope="module")
-def tiny_study(tmp_path_factory):
+def tiny_study(tiny_workload):
     """A Study of the tiny workload (trained digits CNN, max calibration), built once."""
-    import yaml
-    from conftest import TINY, deep_update
-
-    root = tmp_path_factory.mktemp("cosim")
-    path = root / "tiny.yaml"
-    path.write_text(yaml.safe_dump(deep_update(TINY, {"results": {"dir": str(root / "results")}})))
-    return Study(path)
+    return Study(tiny_workload)
 
 
 def test_reduced_cosim_is_bit_exact_on_a_real_layer(tiny_study):

@@ -10,9 +10,11 @@ import pytest
 import yaml
 from edge_fixtures import POINTWISE, conv, tiny_edge
 
-from energy.engines import LEVELS, OPERANDS, MappingError, detail, get_engine
+from energy.engines import get_engine
+from energy.engines.base import LEVELS, OPERANDS, MappingError, detail
 from energy.engines.zigzag import shipped_accelerators, shipped_mappings
-from energy.table import TableSpec, build_from_layers
+from energy.build import build_from_layers
+from energy.table import TableSpec
 from sw.core.errors import UserError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,8 +10,9 @@ widths, would not.
 import pytest
 from edge_fixtures import POINTWISE, tiny_edge
 
-from energy.engines import METRICS
-from energy.table import TableSpec, build_from_layers
+from energy.build import build_from_layers
+from energy.engines.base import METRICS
+from energy.table import TableSpec
 
 BITS = (2, 4, 8)
 CHECKED = [c for c in METRICS if c.startswith(("dram_", "gb_", "rf_"))] + ["energy_total_pj", "latency_cycles"]

@@ -5,8 +5,8 @@ import torch
 import torchvision
 from torch import nn
 
-from energy.dataflow import BASELINE, chain_dataflow, trace_dataflow
-from energy.layers import trace_layers
+from energy.dataflow import BASELINE, chain_dataflow
+from energy.trace import trace_dataflow, trace_layers
 from sw.core.errors import UserError
 from sw.nets.models import DigitsCNN
 

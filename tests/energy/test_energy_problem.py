@@ -6,7 +6,7 @@ import types
 import pytest
 import tiny_net
 
-from energy.table import build_table
+from energy.build import build_table
 from sw.search.plugin import PROBLEMS, check_plugin
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.config.workload import load_workload
@@ -40,7 +40,7 @@ results: {{dir: {tmp_path / 'results'}}}
     plugin = PROBLEMS.get("energy_aware_quant_problem")
     cost, name = plugin.energy_cost(study, qmodel)
     assert name == "dram_energy_uj"
-    table, stats = build_table(workload, write_csv=False)
+    table, stats = build_table(workload)
     assert stats.misses == 0                      # the plugin filled the cache
     bits = qmodel.layer_bits()
     assert set(bits) == set(table.layer_names)

@@ -7,8 +7,9 @@ from edge_fixtures import tiny_edge
 from torch import nn
 
 from energy.fronts import front_costs, weighted_bits
-from energy.layers import trace_layers
-from energy.table import TableSpec, build_from_layers
+from energy.build import build_from_layers
+from energy.table import TableSpec
+from energy.trace import trace_layers
 from sw.core.errors import DataError
 from sw.nets.models import DigitsCNN
 from sw.model.quantized_model import QuantizedModel, QuantSettings

@@ -3,8 +3,9 @@
 import pytest
 import torchvision
 
-from energy.engines import METRICS, get_engine
-from energy.layers import trace_layers
+from energy.engines import get_engine
+from energy.engines.base import METRICS
+from energy.trace import trace_layers
 from sw.nets.models import DigitsCNN
 
 DRAM_COLUMNS = [c for c in METRICS if c.startswith("dram_")]

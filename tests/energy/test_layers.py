@@ -4,7 +4,7 @@ import pytest
 import torchvision
 from torch import nn
 
-from energy.layers import trace_layers
+from energy.trace import trace_layers
 from sw.core.errors import UserError
 
 

@@ -10,11 +10,11 @@ import torch
 from edge_fixtures import conv, tiny_edge
 from torch import nn
 
-from energy.dataflow import trace_dataflow
-from energy.engines import Residency
-from energy.layers import trace_layers
+from energy.build import build_from_layers
+from energy.engines.base import Residency
 from energy.packing import dram_words
-from energy.table import TableSpec, build_from_layers
+from energy.table import TableSpec
+from energy.trace import trace_dataflow, trace_layers
 
 DRAM_PJ = 1000.0  # eyeriss_edge / tiny_edge: 1000 pJ per 64-bit DRAM word
 WORD = 64

@@ -9,9 +9,12 @@ import pytest
 
 from tiny_net import Tiny
 
-from energy.layers import trace_layers
-from energy.table import COLUMNS, TableSpec, build_from_layers, resolve_column
+from energy.build import build_from_layers
+from energy.plot import plot_breakdown
+from energy.table import COLUMNS, TableSpec, resolve_column
+from energy.trace import trace_layers
 from sw.core.errors import DataError, UserError
+from sw.search.pareto import front_point
 
 
 SPEC = TableSpec(bits=(2, 8), mode="tied", baseline_bits=8, workers=2)
@@ -106,8 +109,6 @@ def test_foreign_sqlite_file_is_not_touched(layers, tmp_path):
 
 
 def test_plot_breakdown_and_front_point(built, tmp_path):
-    from energy.plot import front_point, plot_breakdown
-
     _, (table, _), _ = built
     front = tmp_path / "front.csv"
     front.write_text("point,top1,dram_energy_uj,conv.bits,fc.bits\n0,0.9,0.5,8,2\n1,0.8,0.2,2,2\n")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from edge_fixtures import conv
 
-from energy.engines import METRICS, get_engine
+from energy.engines import get_engine
+from energy.engines.base import METRICS
 from energy.engines.timeloop import SHIPPED, missing_parts
 from sw.core.errors import UserError
 

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from edge_fixtures import conv
 
-from energy.engines import METRICS, get_engine
+from energy.engines import get_engine
+from energy.engines.base import METRICS
 from energy.engines.timeloop import (SHIPPED, StatsError, TimeloopEngine, failure_reason, input_window,
                                      layer_metrics, parse_stats, problem_dims)
 from energy.layers import LayerGeometry
@@ -257,9 +258,9 @@ def test_shipped_eyeriss_like_mirrors_zigzags(wb, ib, ob):
     import jinja2
 
     from energy.engines.timeloop import template_data
-    from energy.engines.zigzag import _zigzag_root
+    from energy.engines.zigzag import zigzag_root
 
-    zz = yaml.safe_load((_zigzag_root() / "inputs" / "hardware" / "eyeriss_like.yaml").read_text())
+    zz = yaml.safe_load((zigzag_root() / "inputs" / "hardware" / "eyeriss_like.yaml").read_text())
     g = PADDED
     data = template_data(g, wb, ib, ob)
     env = jinja2.Environment(undefined=jinja2.StrictUndefined)
@@ -296,7 +297,7 @@ def test_accelerators_command_lists_the_shipped_timeloop_ones():
 
 
 def test_residency_and_pooling_traffic_are_refused_in_one_line():
-    from energy.engines import Residency
+    from energy.engines.base import Residency
 
     engine = get_engine("timeloop", "eyeriss_like")
     assert not engine.supports_residency and engine.activation_buffer() is None

@@ -5,8 +5,9 @@ import shutil
 import pytest
 from edge_fixtures import conv
 
-from energy.engines import METRICS, get_engine
-from energy.engines.zigzag import ZigZagEngine, _zigzag_root
+from energy.engines import get_engine
+from energy.engines.base import METRICS
+from energy.engines.zigzag import ZigZagEngine, zigzag_root
 from energy.layers import LayerGeometry
 from energy.packing import dram_words
 from sw.core.errors import UserError
@@ -81,7 +82,7 @@ def test_depthwise_and_linear_layers(engine):
 
 
 def test_user_accelerator_file_gives_the_same_numbers(engine, tmp_path):
-    src = _zigzag_root() / "inputs" / "hardware" / "eyeriss_like.yaml"
+    src = zigzag_root() / "inputs" / "hardware" / "eyeriss_like.yaml"
     mine = tmp_path / "my_accel.yaml"
     shutil.copy(src, mine)
     user = ZigZagEngine(str(mine))

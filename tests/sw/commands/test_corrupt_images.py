@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from skimage import data
+from workload_files import TINY, deep_update
 
 from sw.cli import main
 from sw.commands.corrupt_images import path_seed
@@ -129,9 +131,6 @@ def test_output_tree_loads_as_an_imagenet_c_dataset_of_a_workload(tmp_path, writ
     tree = tmp_path / "imagenet_c"
     assert main(["corrupt-images", str(root), str(tree), "--conditions", "frost", "--severities", "2",
                  "--workers", "1", "--no-progress"]) == 0
-    import yaml
-    from conftest import TINY, deep_update
-
     only = deep_update(TINY, {"model": {"num_classes": len(photos)}})  # the model must have the tree's classes
     only["datasets"] = {"exploration": {"name": "imagenet_c", "path": str(tree), "split": "all", "batch_size": 4,
                                         "corruption": {"condition": "frost", "severity": 2}}}

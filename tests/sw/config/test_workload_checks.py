@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, deep_update
+from workload_files import TINY, deep_update, write_tiny_workload
 
 from sw.cli import main
 from sw.config.workload import MAX_SEED, WORKLOAD, load_workload
@@ -116,8 +116,7 @@ def explored(tmp_path_factory):
     root = tmp_path_factory.mktemp("checks")
     for name in ("ant", "bee", "cat"):
         (root / "folder" / name).mkdir(parents=True)
-    path = write(root / "good.yaml", deep_update(TINY, {"name": "checks", "results": {"dir": str(root / "results")},
-                                                        "search": {"generations": 1}}))
+    path = write_tiny_workload(root, {"name": "checks", "search": {"generations": 1}}, "good.yaml")
     assert main(["explore", str(path)]) == 0
     return root, path
 

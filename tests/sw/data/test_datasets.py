@@ -21,7 +21,8 @@ from sklearn.datasets import load_digits
 from sw.core.errors import DataError
 from sw.core.schema import Config
 from sw.data.corrupted_dataset import CorruptedDataset
-from sw.data.datasets import DATASETS, _SafeUnpickler, build_dataset, build_loader
+from sw.data.cifar import SafeUnpickler
+from sw.data.datasets import DATASETS, build_dataset, build_loader
 
 DEFAULTS = dict(name="digits", path=None, split=None, sample_limit=None, batch_size=16, randomize=False,
                 seed=0, image_size=32, corruption=None)
@@ -337,7 +338,7 @@ def test_restricted_unpickler_refuses_code_and_never_runs_it(tmp_path):
     marker = tmp_path / "pwned"
     payload = pickle.dumps({b"data": RunsACommand(marker), b"labels": [0]})
     with pytest.raises(DataError, match=r"refusing to unpickle '(posix|os)\.system'"):
-        _SafeUnpickler(io.BytesIO(payload)).load()
+        SafeUnpickler(io.BytesIO(payload)).load()
     folder = write_cifar_python(tmp_path / "cifar")
     (folder / "test_batch").write_bytes(payload)
     with pytest.raises(DataError, match=r"test_batch: refusing to unpickle"):
@@ -348,7 +349,7 @@ def test_restricted_unpickler_refuses_code_and_never_runs_it(tmp_path):
 def test_restricted_unpickler_still_reads_numpy_arrays():
     array = np.arange(24, dtype=np.uint8).reshape(4, 6)
     for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1):
-        loaded = _SafeUnpickler(io.BytesIO(pickle.dumps({b"data": array}, protocol=protocol))).load()
+        loaded = SafeUnpickler(io.BytesIO(pickle.dumps({b"data": array}, protocol=protocol))).load()
         np.testing.assert_array_equal(loaded[b"data"], array)
 
 

@@ -12,6 +12,7 @@ from sw.core.errors import DataError
 from sw.model.calibration import METHODS, calibrate, load_calibration, read_calibration, save_calibration
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.nets.models import DigitsCNN
+from sw.quant.adapter import amax_buffer, calibrator, input_quantizer, is_amax_key, weight_quantizer
 
 
 def _calibrated(method: str, seed: int = 0) -> tuple[QuantizedModel, torch.Tensor]:
@@ -50,7 +51,7 @@ def test_max_weight_calibration_is_per_channel_absmax():
     qmodel, _ = _calibrated("max")
     conv = qmodel.layers()[qmodel.layer_names[1]]
     expected = conv.weight.detach().abs().flatten(1).max(dim=1).values
-    torch.testing.assert_close(conv._weight_quantizer.amax.flatten(), expected, rtol=0, atol=0)
+    torch.testing.assert_close(weight_quantizer(conv).amax.flatten(), expected, rtol=0, atol=0)
 
 
 def test_round_trip_restores_outputs_exactly_on_a_fresh_cpu_model(tmp_path):
@@ -63,9 +64,9 @@ def test_round_trip_restores_outputs_exactly_on_a_fresh_cpu_model(tmp_path):
 
     torch.manual_seed(0)
     fresh = QuantizedModel(DigitsCNN(10).eval(), (3, 32, 32), QuantSettings(calib_method="histogram"))
-    weights = {k: v for k, v in qmodel.state_dict().items() if "_amax" not in k}
+    weights = {k: v for k, v in qmodel.state_dict().items() if not is_amax_key(k)}
     fresh.load_state_dict(weights, strict=False)  # same fp32 weights, no amax buffers yet
-    assert not hasattr(fresh.layers()[fresh.layer_names[0]]._input_quantizer, "_amax")
+    assert amax_buffer(input_quantizer(fresh.layers()[fresh.layer_names[0]])) is None
     load_calibration(fresh, path, {"model": "digits_cnn", "k": 1})
     fresh.set_uniform_bits(5)
     with torch.no_grad():
@@ -78,9 +79,9 @@ def test_aciq_amax_follows_bit_width(tmp_path):
     qmodel, data = _calibrated("aciq")
     name = qmodel.layer_names[1]
     qmodel.set_layer_bits({name: (8, 2)})
-    low = float(qmodel.layers()[name]._input_quantizer.amax)
+    low = float(input_quantizer(qmodel.layers()[name]).amax)
     qmodel.set_layer_bits({name: (8, 8)})
-    high = float(qmodel.layers()[name]._input_quantizer.amax)
+    high = float(input_quantizer(qmodel.layers()[name]).amax)
     assert low < high, "fewer bits must clip harder under ACIQ"
 
 
@@ -116,8 +117,8 @@ def test_histogram_methods_clip_for_the_candidates_bits(method, rule):
     """set_layer_bits gives an input quantizer the amax its histogram rule gives at the new bits."""
     qmodel, _ = _calibrated(method)
     name = qmodel.layer_names[1]
-    q = qmodel.layers()[name]._input_quantizer
-    histogram = Histogram.from_calibrator(q._calibrator)
+    q = input_quantizer(qmodel.layers()[name])
+    histogram = Histogram.from_calibrator(calibrator(q))
     amax = {}
     for bits in (2, 3, 8):
         qmodel.set_layer_bits({name: (8, bits)})
@@ -174,7 +175,7 @@ def test_bit_allocation_and_bias_correction_in_the_model():
     name = qmodel.layer_names[2]
     layer = qmodel.layers()[name]
     qmodel.set_layer_bits({name: (3, 8)})
-    channel_bits = layer._weight_quantizer.channel_bits
+    channel_bits = weight_quantizer(layer).channel_bits
     assert channel_bits is not None and float(channel_bits.double().mean()) <= 3 and len(set(channel_bits.flatten().tolist())) > 1
     assert layer.bias is not None, "the mean correction lives in the (new) bias"
     fp32 = qmodel.fp32_weight(name).clone()

@@ -6,22 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import require_fused_kernel
+from fused_kernel import require_fused_kernel
+from quant_reference import symmetric_reference
 from torch import nn
 
 from sw.model.calibration import calibrate
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.nets.models import DigitsCNN
-
-
-def reference_fake_quant(x: np.ndarray, amax: np.ndarray, bits: int, unsigned: bool, narrow: bool) -> np.ndarray:
-    """Independent formula: fp32 scale = (2^(b-1+u)-1)/amax, round half to even, clamp, divide."""
-    x = x.astype(np.float32)
-    max_bound = np.float32(2.0 ** (bits - 1 + int(unsigned)) - 1.0)
-    lo = np.float32(0.0) if unsigned else (-max_bound if narrow else -max_bound - np.float32(1.0))
-    scale = (max_bound / amax.astype(np.float32)).astype(np.float32)
-    q = np.clip(np.rint((x * scale).astype(np.float32)), lo, max_bound).astype(np.float32)
-    return (q / scale).astype(np.float32)
+from sw.quant.adapter import QuantizerBase, hook_name, input_quantizer, weight_quantizer
 
 
 def _model_with_known_inputs():
@@ -40,8 +32,8 @@ def test_weight_quantizer_matches_independent_formula(bits, narrow, per_channel)
     conv = qmodel.layers()["0"]
     w = model[0].weight.detach().numpy()
     amax = np.abs(w).reshape(4, -1).max(axis=1).reshape(4, 1, 1, 1) if per_channel else np.abs(w).max().reshape(1)
-    expected = reference_fake_quant(w, amax, bits, False, narrow)
-    got = conv._weight_quantizer(conv.weight).detach().numpy()
+    expected = symmetric_reference(w, amax, bits, False, narrow)[0]
+    got = weight_quantizer(conv)(conv.weight).detach().numpy()
     np.testing.assert_array_equal(got, expected)
     # grid check independent of the formula: every value is an integer multiple of the step
     steps = got / (amax / (2 ** (bits - 1) - 1))
@@ -54,9 +46,9 @@ def test_unsigned_input_quantizer_after_relu_matches_formula(bits):
     qmodel = QuantizedModel(model, (3, 8, 8), QuantSettings())
     data = torch.rand(16, 3, 8, 8)
     calibrate(qmodel, [(data, None)], "max", unsigned_activations="auto")
-    q = qmodel.layers()["3"]._input_quantizer
+    q = input_quantizer(qmodel.layers()["3"])
     assert q.unsigned, "inputs after ReLU are non-negative: calibration must make the quantizer unsigned"
-    assert not qmodel.layers()["0"]._weight_quantizer.unsigned
+    assert not weight_quantizer(qmodel.layers()["0"]).unsigned
     q.num_bits = bits
     x = torch.relu(model[0](data)).flatten(1).detach()
     # ties: values exactly half-way between grid points must round to even
@@ -64,7 +56,7 @@ def test_unsigned_input_quantizer_after_relu_matches_formula(bits):
     step = amax / (2 ** bits - 1)
     ties = torch.tensor([0.5 * step, 1.5 * step, 2.5 * step, 0.0, amax, 2 * amax], dtype=torch.float32)
     for inputs in (x, ties):
-        expected = reference_fake_quant(inputs.numpy(), np.float32(amax).reshape(1), bits, True, False)
+        expected = symmetric_reference(inputs.numpy(), np.float32(amax).reshape(1), bits, True, False)[0]
         np.testing.assert_array_equal(q(inputs).detach().numpy(), expected)
 
 
@@ -143,15 +135,6 @@ ACTIVATION_PATHS = {  # (fused, serial_below, grain): every way ActivationQuanti
     "torch ops on one thread": (False, 1 << 20, 32768),
     "torch ops on the thread pool": (False, 0, 32768),
 }
-
-
-@pytest.fixture
-def two_threads():
-    """torch (and so the fused kernel) on 2 threads, restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("path", ACTIVATION_PATHS)
@@ -263,8 +246,6 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     """mobilenet_v2 (randomly initialised: some calibrated amax are ~1e-9, below the library's zero
     threshold) with frozen weights: the inference graph with its fused ReLU + quantizer passes
     gives the library's logits (module graph, library quantizers) bit for bit."""
-    from pytorch_quantization.nn import TensorQuantizer
-
     from sw.model.quantized_model import ActivationQuantizer
 
     model, qmodel, data = frozen_4bit("mobilenet_v2", 4)
@@ -272,7 +253,7 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     assert min(amaxes) <= 2.0 ** -24 < max(amaxes)  # the zero-amax case is exercised
     with torch.no_grad():
         ours = [qmodel(x) for x in data]  # the inference graph (sw.model.inference_graph)
-        monkeypatch.setattr(ActivationQuantizer, "_quant_forward", TensorQuantizer._quant_forward)
+        monkeypatch.setattr(ActivationQuantizer, hook_name("quant_forward"), QuantizerBase.quant_forward)
         monkeypatch.setattr(QuantizedModel, "use_inference_graph", False)
         library = [qmodel(x) for x in data]
     assert all(torch.equal(a.view(torch.int32), b.view(torch.int32)) for a, b in zip(ours, library))

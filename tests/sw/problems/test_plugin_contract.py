@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from workload_files import write_tiny_workload
 
 from cosim.cosimulation import select_point as cosim_select_point
 from sw.cli import main
@@ -23,15 +24,9 @@ def expected_bits(x, study: Study) -> dict[str, tuple[int, int]]:
 
 @pytest.fixture(scope="module")
 def explored(tmp_path_factory):
-    import yaml
-    from conftest import TINY, deep_update
-
-    root = tmp_path_factory.mktemp("plugin")
-    path = root / "offsets.yaml"
-    path.write_text(yaml.safe_dump(deep_update(TINY, {
+    path = write_tiny_workload(tmp_path_factory.mktemp("plugin"), {
         "name": "offsets", "problem": "global_offset_problem:plugin", "trust_custom_code": True,
-        "search": {"pop_size": 6, "generations": 2, "minimum_accuracy": 0.3},
-        "results": {"dir": str(root / "results")}})))
+        "search": {"pop_size": 6, "generations": 2, "minimum_accuracy": 0.3}}, "offsets.yaml")
     assert main(["explore", str(path)]) == 0
     return path
 

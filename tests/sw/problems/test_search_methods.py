@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from sw.cli import main
+from sw.quant.adapter import input_quantizer
 from sw.study.study import Study
 
 METHODS = ["max", "entropy", "aciq"]
@@ -18,7 +19,7 @@ def methods_workload(write_workload):
 
 
 def _input_amax(study: Study) -> dict[str, float]:
-    return {n: float(l._input_quantizer.amax) for n, l in study.quantized_model.layers().items()}
+    return {n: float(input_quantizer(l).amax) for n, l in study.quantized_model.layers().items()}
 
 
 def test_each_layer_gets_the_chosen_methods_clipping_at_its_bits(methods_workload, tmp_path):

@@ -15,11 +15,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from pytorch_quantization.calib.histogram import _compute_amax_entropy, _compute_amax_percentile
+from pytorch_quantization.calib.histogram import HistogramCalibrator
 from pytorch_quantization.tensor_quant import fake_tensor_quant
 from scipy.stats import entropy as scipy_entropy
 from torch import nn
 
+from sw.quant.adapter import calibrator_histogram, library_entropy_amax, library_percentile_amax
 from sw.quant.bias_correction import BiasCorrection
 from sw.quant.bit_allocation import ChannelBitAllocation, ChannelBitsQuantizer, allocate_channel_bits
 from sw.quant.clipping import (
@@ -74,7 +75,7 @@ def test_entropy_threshold_minimises_kl(kind, bins, bits, unsigned):
     best = min(kl.values())
     assert kl[chosen] <= best + 1e-9 * max(best, 1e-12), (chosen, kl[chosen], best)
     # and the same bin as pytorch-quantization's own loop (which returns it as fp32)
-    library = float(_compute_amax_entropy(hist.counts.copy(), hist.edges, bits, unsigned, 1, hist.start_bin))
+    library = float(library_entropy_amax(hist.counts.copy(), hist.edges, bits, unsigned, 1, hist.start_bin))
     assert np.float32(amax) == np.float32(library)
 
 
@@ -104,7 +105,7 @@ def test_mse_amax_minimises_quantization_error_at_the_candidates_bits(kind, bins
 def test_percentile_is_bit_independent_and_the_librarys():
     hist = _histogram("laplace", 512)
     clipping = HistogramClipping("percentile", hist, 99.9)
-    library = float(_compute_amax_percentile(hist.counts, hist.edges, 99.9))
+    library = float(library_percentile_amax(hist.counts, hist.edges, 99.9))
     for bits in (2, 4, 8):
         assert float(clipping.amax(bits, False)) == np.float32(library)
 
@@ -260,18 +261,17 @@ def test_bias_correction_zeroes_the_per_channel_mean_error_on_the_calibration_ba
 def test_a_histogram_that_grew_is_merged_to_a_bounded_size():
     """A later batch far wider than the first grows the library's histogram (same bin width); it is
     merged down so that entropy and mse stay fast, keeping every count and the range."""
-    from pytorch_quantization.calib.histogram import HistogramCalibrator
-
     from sw.quant.clipping import MAX_BINS
 
     calibrator = HistogramCalibrator(8, None, True, num_bins=2048)
     gen = torch.Generator().manual_seed(0)
     calibrator.collect(torch.rand(10_000, generator=gen))
     calibrator.collect(torch.rand(10_000, generator=gen) * 30)
-    grown = len(calibrator._calib_hist)
+    counts, edges = calibrator_histogram(calibrator)
+    grown = len(counts)
     hist = Histogram.from_calibrator(calibrator)
     assert grown > MAX_BINS >= len(hist.counts) > MAX_BINS // 2
-    assert hist.counts.sum() == float(calibrator._calib_hist.sum()) == 20_000
-    assert hist.edges[0] == 0 and hist.edges[-1] >= float(calibrator._calib_bin_edges[-1]) - 1e-3
+    assert hist.counts.sum() == float(counts.sum()) == 20_000
+    assert hist.edges[0] == 0 and hist.edges[-1] >= float(edges[-1]) - 1e-3
     np.testing.assert_allclose(np.diff(hist.edges), np.diff(hist.edges)[0], rtol=1e-3)  # fp32 arange edges
     assert 0 < entropy_amax(hist, 4, True) <= hist.edges[-1] and 0 < mse_amax(hist, 4, True) <= hist.edges[-1]

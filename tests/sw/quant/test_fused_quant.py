@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import require_fused_kernel
+from fused_kernel import require_fused_kernel
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor
 
@@ -20,25 +20,21 @@ from sw.quant import fused_quant
 
 @pytest.fixture
 def fresh_kernel(tmp_path, monkeypatch):
-    """The module as in a new process, with an empty kernel cache (restored afterwards)."""
+    """The module as in a new process, with an empty kernel cache; afterwards it forgets this
+    test's kernel again, so later tests load theirs from the real cache."""
     monkeypatch.setenv("SW_KERNEL_CACHE", str(tmp_path / "kernels"))
-    forget_kernel(monkeypatch)
-    return tmp_path / "kernels"
+    fused_quant.forget()
+    yield tmp_path / "kernels"
+    fused_quant.forget()
 
 
-def forget_kernel(monkeypatch) -> None:
-    """Unload the module's kernel state, as a new process starts (restored after the test)."""
-    monkeypatch.setattr(fused_quant, "_library", None)
-    monkeypatch.setattr(fused_quant, "_unavailable", None)
-
-
-def test_the_kernel_is_compiled_once_into_its_cache(fresh_kernel, monkeypatch):
+def test_the_kernel_is_compiled_once_into_its_cache(fresh_kernel):
     require_fused_kernel()  # builds it into the empty cache
     assert fused_quant.available()
     built = sorted(fresh_kernel.glob("fused_quant-*.so"))
     assert len(built) == 1 and sorted(fresh_kernel.iterdir()) == built  # no partial build left
     stamp = built[0].stat().st_mtime_ns
-    forget_kernel(monkeypatch)  # a second process finds it
+    fused_quant.forget()  # a second process finds it
     assert fused_quant.available()
     assert sorted(fresh_kernel.glob("*")) == built and built[0].stat().st_mtime_ns == stamp
 
@@ -71,23 +67,18 @@ def _threads() -> int:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts threads in /proc/self/task")
-def test_the_kernel_runs_on_torchs_openmp_threads():
+def test_the_kernel_runs_on_torchs_openmp_threads(two_threads):
     """The kernel's OpenMP threads are torch's own pool: running it split over 2 threads starts
     no thread (a second OpenMP runtime would start its own pool, competing with torch's)."""
     require_fused_kernel()
     if not fused_quant.uses_openmp():
         pytest.skip("the fused kernel was built without OpenMP here")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        x = torch.randn(1 << 20)
-        torch.relu(x)  # torch's pool of 2 exists
-        before = _threads()
-        for _ in range(3):
-            fused_quant.fake_quant(x, 7.0, 7.0, -8.0, 7.0, False, threads=2)
-        assert _threads() == before
-    finally:
-        torch.set_num_threads(threads)
+    x = torch.randn(1 << 20)
+    torch.relu(x)  # torch's pool of 2 exists
+    before = _threads()
+    for _ in range(3):
+        fused_quant.fake_quant(x, 7.0, 7.0, -8.0, 7.0, False, threads=2)
+    assert _threads() == before
 
 
 def test_an_unsigned_quantizer_asked_to_write_over_its_input_still_raises_on_negatives():

@@ -5,15 +5,25 @@ from __future__ import annotations
 
 import csv
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from pytorch_quantization.nn import TensorQuantizer
 from pytorch_quantization.tensor_quant import QuantDescriptor, fake_tensor_quant
+from tiny_graph_net import images, tiny_residual
+from tiny_quantized import calibrated_residual
 
+from cosim.cli import main as cosim_main
 from sw.cli import main
-from sw.quant.lsq import LsqFunction, LsqQuantizer
+from sw.core.errors import DataError
+from sw.model.calibration import Recipe
+from sw.model.checkpoint import load_checkpoint, save_checkpoint
+from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.quant.lsq import LsqFunction, LsqQuantizer, check_trainable, pin_amax
+from sw.quant.presets import resolve
+from sw.study.study import Study
 
 
 def _surrogate(x: np.ndarray, s: np.ndarray, x0: np.ndarray, s0: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -88,14 +98,8 @@ def test_lsq_forward_is_pytorch_quantizations_fake_quant(bits, unsigned, narrow)
 def test_a_pinned_amax_survives_bit_changes_and_clipping_choices():
     """Trained / loaded amax stays put: neither the bit-aware clipping nor a per-layer clipping
     method chosen by set_layer_bits (sw.quant.clipping) moves it."""
-    from tiny_graph_net import images, tiny_residual
-
-    from sw.model.calibration import Recipe, calibrate
-    from sw.model.quantized_model import QuantizedModel, QuantSettings
-    from sw.quant.lsq import pin_amax
-
-    qmodel = QuantizedModel(tiny_residual(), (3, 16, 16), QuantSettings(calib_method="histogram", num_bins=256))
-    calibrate(qmodel, [(images(16), None)], Recipe(method="mse", weight_method="aciq", search_methods=("mse", "aciq")))
+    qmodel = calibrated_residual(Recipe(method="mse", weight_method="aciq", search_methods=("mse", "aciq")),
+                                 calib_method="histogram", num_bins=256)
     qin, qw = qmodel.quantizers()["conv1.input"], qmodel.quantizers()["conv1.weight"]
     pin_amax(qin, torch.tensor(0.123))
     pin_amax(qw, torch.full_like(qw.amax, 0.25))
@@ -105,19 +109,11 @@ def test_a_pinned_amax_survives_bit_changes_and_clipping_choices():
 
 
 def test_qat_refuses_what_it_cannot_train():
-    from tiny_graph_net import images, tiny_residual
-
-    from sw.model.calibration import Recipe, calibrate
-    from sw.model.quantized_model import QuantizedModel, QuantSettings
-    from sw.quant.lsq import check_trainable
-    from sw.quant.presets import resolve
-
     pow2 = QuantizedModel(tiny_residual(), (3, 16, 16), resolve(QuantSettings(preset="pow2")))
     with pytest.raises(ValueError, match=r"--method lsq learns a free fp32 step; quantizer model_input .* use --method ste"):
         check_trainable(pow2, "lsq")
     check_trainable(pow2, "ste")
-    allocated = QuantizedModel(tiny_residual(), (3, 16, 16))
-    calibrate(allocated, [(images(8), None)], Recipe(bit_allocation=True))
+    allocated = calibrated_residual(Recipe(bit_allocation=True), images(8))
     allocated.set_layer_bits({"conv1": (4, 8)})
     with pytest.raises(ValueError, match="calibration.bit_allocation: quantizer stem.0.weight has per-channel bits"):
         check_trainable(allocated, "ste")
@@ -126,18 +122,9 @@ def test_qat_refuses_what_it_cannot_train():
 def test_a_checkpoint_keeps_the_bias_correction_it_was_made_with(tmp_path):
     """The mean bias correction is re-derived from the weights on load: the same outputs where the
     workload has it, one clear error where it has not."""
-    from types import SimpleNamespace
 
-    from tiny_graph_net import images, tiny_residual
-
-    from sw.core.errors import DataError
-    from sw.model.calibration import Recipe, calibrate
-    from sw.model.checkpoint import load_checkpoint, save_checkpoint
-    from sw.model.quantized_model import QuantizedModel
-
-    def built(correction: str) -> "QuantizedModel":
-        qmodel = QuantizedModel(tiny_residual(), (3, 16, 16))
-        calibrate(qmodel, [(images(16), None)], Recipe(bias_correction=correction))
+    def built(correction: str) -> QuantizedModel:
+        qmodel = calibrated_residual(Recipe(bias_correction=correction))
         qmodel.freeze_weights()
         qmodel.set_layer_bits({"conv1": (3, 5), "fc": (4, 4)})
         return qmodel
@@ -156,20 +143,13 @@ def test_a_checkpoint_keeps_the_bias_correction_it_was_made_with(tmp_path):
 
 
 # -- QAT through the CLI -------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def workload(tiny_workload):
-    return tiny_workload
-
-
 @pytest.mark.parametrize("method", ["lsq", "ste"])
-def test_retrain_trains_every_layer_and_writes_a_loadable_checkpoint(workload, method, capsys):
-    from sw.study.study import Study
-
-    study = Study(workload)
+def test_retrain_trains_every_layer_and_writes_a_loadable_checkpoint(tiny_workload, method, capsys):
+    study = Study(tiny_workload)
     before = {n: l.weight.detach().clone() for n, l in study.quantized_model.layers().items()}
     before = {n: study.quantized_model.fp32_weight(n).clone() for n in before}
     amax_before = {a: q.amax.detach().clone() for a, q in study.quantized_model.quantizers().items()}
-    assert main(["retrain", str(workload), "--uniform", "4", "--method", method, "--epochs", "1"]) == 0
+    assert main(["retrain", str(tiny_workload), "--uniform", "4", "--method", method, "--epochs", "1"]) == 0
     out = capsys.readouterr().out
     after_line = next(line for line in out.splitlines() if "after" in line)
     after_top1 = float(after_line.split("top1")[1].split()[0])
@@ -180,9 +160,7 @@ def test_retrain_trains_every_layer_and_writes_a_loadable_checkpoint(workload, m
     for name, w in before.items():
         key = next(k for k in state if k.endswith(f"{name}.weight") and "quantizer" not in k)
         assert not torch.equal(state[key], w), f"{name} did not change: no gradient reached it"
-    loaded = Study(workload)
-    from sw.model.checkpoint import load_checkpoint
-
+    loaded = Study(tiny_workload)
     bits = load_checkpoint(loaded.quantized_model, stem)
     assert set(bits.values()) == {(4, 4)}
     changed = [a for a, q in loaded.quantized_model.quantizers().items()
@@ -193,30 +171,28 @@ def test_retrain_trains_every_layer_and_writes_a_loadable_checkpoint(workload, m
     row = next(r for r in rows if r["method"] == method)
     assert row["label"] == "uniform4" and float(row["after_top1"]) == pytest.approx(after_top1, abs=1e-4)
     # evaluate loads the checkpoint and reproduces the after-QAT metric
-    assert main(["evaluate", str(workload), "--checkpoint", str(stem)]) == 0
+    assert main(["evaluate", str(tiny_workload), "--checkpoint", str(stem)]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert float(line.split("top1")[1]) == pytest.approx(after_top1, abs=1e-4)
 
 
-def test_a_bad_checkpoint_is_one_clear_error(workload, tmp_path, capsys):
+def test_a_bad_checkpoint_is_one_clear_error(tiny_workload, tmp_path, capsys):
     (tmp_path / "bad.pt").write_bytes(b"not a torch file")
     (tmp_path / "bad.json").write_text('{"format": "mpq-quantized-checkpoint/1"}')
-    assert main(["evaluate", str(workload), "--checkpoint", str(tmp_path / "bad")]) == 2
+    assert main(["evaluate", str(tiny_workload), "--checkpoint", str(tmp_path / "bad")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.pt" in err[0] and "weights_only" in err[0]
-    assert main(["evaluate", str(workload), "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert main(["evaluate", str(tiny_workload), "--checkpoint", str(tmp_path / "missing")]) == 2
     assert "missing.json" in capsys.readouterr().err
 
 
-def test_cosim_runs_a_qat_checkpoint_bit_exactly(workload, tmp_path, capsys):
+def test_cosim_runs_a_qat_checkpoint_bit_exactly(tiny_workload, tmp_path, capsys):
     """The LSQ-trained amax and weights go through the simulated RTL like any searched point."""
-    from cosim.cli import main as cosim_main
-
     stem = tmp_path / "ck"
-    assert main(["retrain", str(workload), "--uniform", "4", "--method", "lsq", "--epochs", "1",
+    assert main(["retrain", str(tiny_workload), "--uniform", "4", "--method", "lsq", "--epochs", "1",
                  "--output", str(stem)]) == 0
     capsys.readouterr()
-    assert cosim_main([str(workload), "--checkpoint", str(stem), "--layers", "features.0.0", "--images", "1",
+    assert cosim_main([str(tiny_workload), "--checkpoint", str(stem), "--layers", "features.0.0", "--images", "1",
                        "--out", str(tmp_path / "cosim.csv")]) == 0
     out = capsys.readouterr().out
     assert "features.0.0=4/4" in out and "PASS" in out

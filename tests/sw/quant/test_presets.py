@@ -7,44 +7,30 @@ import json
 import numpy as np
 import pytest
 import torch
-from tiny_graph_net import images, tiny_residual
+from quant_reference import symmetric_reference
+from tiny_graph_net import tiny_residual
+from tiny_quantized import calibrated_residual
 
-from sw.model.calibration import calibrate, load_calibration, save_calibration
+from sw.model.calibration import load_calibration, save_calibration
 from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.quant.adapter import amax_buffer
 from sw.quant.presets import AffineQuantizer, Pow2Quantizer, quant_params, resolve
 
 
-def _built(preset: str, per_channel: bool = True) -> QuantizedModel:
-    settings = resolve(QuantSettings(preset=preset, per_channel_weights=per_channel))
-    qmodel = QuantizedModel(tiny_residual(), (3, 16, 16), settings)
-    calibrate(qmodel, [(images(16), None)], "max", unsigned_activations=settings.unsigned_activations)
-    return qmodel
-
-
-def _symmetric_reference(x, amax, bits, unsigned, narrow):
-    """fp32: scale = (2^(b-1+u) - 1) / amax, codes clip(rint(x * scale)), values codes / scale."""
-    x = x.astype(np.float32)
-    max_bound = np.float32(2.0 ** (bits - 1 + int(unsigned)) - 1)
-    lo = np.float32(0) if unsigned else (-max_bound if narrow else -max_bound - np.float32(1))
-    scale = (max_bound / amax.astype(np.float32)).astype(np.float32)
-    codes = np.clip(np.rint((x * scale).astype(np.float32)), lo, max_bound)
-    return (codes / scale).astype(np.float32), scale, codes
-
-
 def test_hw_preset_is_the_library_formula_signed_and_unsigned():
-    qmodel = _built("hw")
+    qmodel = calibrated_residual(preset="hw")
     q = qmodel.quantizers()["conv2.input"]  # after F.relu: non-negative, so unsigned (auto)
     assert q.unsigned and not qmodel.quantizers()["model_input"].narrow_range
     x = torch.rand(1000) * float(q.amax) * 1.2
     for bits in (2, 4, 8):
         q.num_bits = bits
-        expected, scale, _ = _symmetric_reference(x.numpy(), q.amax.numpy(), bits, True, False)
+        expected, scale, _ = symmetric_reference(x.numpy(), q.amax.numpy(), bits, True, False)
         np.testing.assert_array_equal(q(x).numpy(), expected)
         assert float(quant_params(q).scale) == float(scale)
 
 
 def test_tensorrt_preset_is_signed_narrow_per_channel_everywhere():
-    qmodel = _built("tensorrt")
+    qmodel = calibrated_residual(preset="tensorrt")
     for name, q in qmodel.quantizers().items():
         assert not q.unsigned and q.narrow_range, name  # no uint8 tensors in this backend
         p = quant_params(q)
@@ -53,16 +39,16 @@ def test_tensorrt_preset_is_signed_narrow_per_channel_everywhere():
     assert wq.amax.numel() == 8  # one scale per output channel
     w = qmodel.layers()["conv1"].weight.detach()
     wq.num_bits = 4
-    expected, _, codes = _symmetric_reference(w.numpy(), wq.amax.numpy(), 4, False, True)
+    expected, _, codes = symmetric_reference(w.numpy(), wq.amax.numpy(), 4, False, True)
     np.testing.assert_array_equal(wq(w).numpy(), expected)
     assert codes.min() >= -7 and codes.max() <= 7
     x = torch.relu(torch.randn(500)) * 3  # non-negative, still signed: half the codes unused
     a = qmodel.quantizers()["conv2.input"]
-    np.testing.assert_array_equal(a(x).numpy(), _symmetric_reference(x.numpy(), a.amax.numpy(), 8, False, True)[0])
+    np.testing.assert_array_equal(a(x).numpy(), symmetric_reference(x.numpy(), a.amax.numpy(), 8, False, True)[0])
 
 
 def test_snpe_preset_is_asymmetric_with_an_integer_zero_point():
-    qmodel = _built("snpe")
+    qmodel = calibrated_residual(preset="snpe")
     assert all(isinstance(q, AffineQuantizer) for q in qmodel.quantizers().values())
     wq = qmodel.quantizers()["conv1.weight"]
     assert wq.amax.numel() == 1  # per tensor
@@ -81,13 +67,13 @@ def test_snpe_preset_is_asymmetric_with_an_integer_zero_point():
         assert float(wq(torch.zeros(3)).abs().max()) == 0.0  # zero is exactly representable
     # an activation range that does not include 0 is widened to include it
     a = qmodel.quantizers()["model_input"]
-    lo, hi = float(a._range_lo), float(a._range_hi)
+    lo, hi = a.extra_calibration()["range"]  # the observed range, as the calibration file keeps it
     assert 0.0 <= lo < 0.01 and 0.99 < hi <= 1.0  # images in [0, 1)
     assert int(quant_params(a).zero_point) == 0
 
 
 def test_snpe_range_survives_the_calibration_file(tmp_path):
-    qmodel = _built("snpe")
+    qmodel = calibrated_residual(preset="snpe")
     path = save_calibration(qmodel, tmp_path / "c.json", {"x": 1})
     assert "range" in json.loads(path.read_text())["quantizers"]["conv1.weight"]
     fresh = QuantizedModel(tiny_residual(), (3, 16, 16), resolve(QuantSettings(preset="snpe")))
@@ -97,10 +83,10 @@ def test_snpe_range_survives_the_calibration_file(tmp_path):
 
 
 def test_pow2_preset_scales_are_powers_of_two_at_every_bit_width():
-    qmodel = _built("pow2")
+    qmodel = calibrated_residual(preset="pow2")
     assert all(isinstance(q, Pow2Quantizer) for q in qmodel.quantizers().values())
     for name, q in qmodel.quantizers().items():
-        raw = q._amax.detach().clone()
+        raw = amax_buffer(q).detach().clone()
         for bits in (2, 3, 5, 8):
             q.num_bits = bits
             scale = quant_params(q).scale.double().numpy()
@@ -109,19 +95,19 @@ def test_pow2_preset_scales_are_powers_of_two_at_every_bit_width():
             max_bound = 2.0 ** (bits - 1 + int(q.unsigned)) - 1
             ideal = np.log2(max_bound / raw.double().numpy().reshape(-1))
             np.testing.assert_array_equal(exponent.reshape(-1), np.round(ideal))  # nearest in log2
-        assert torch.equal(q._amax, raw)  # the calibrated amax itself is kept
+        assert torch.equal(amax_buffer(q), raw)  # the calibrated amax itself is kept
     q = qmodel.quantizers()["conv1.weight"]
     q.num_bits = 4
     w = qmodel.layers()["conv1"].weight.detach()
     amax = q.amax.numpy()
-    expected = _symmetric_reference(w.numpy(), amax, 4, False, False)[0]
+    expected = symmetric_reference(w.numpy(), amax, 4, False, False)[0]
     np.testing.assert_array_equal(q(w).numpy(), expected)
 
 
 def test_pow2_calibration_file_keeps_the_raw_amax(tmp_path):
     """Reloaded pow2 quantizers round to the same 2^k at every bit width as the calibrated ones
     (the file holds the raw amax, not its power of two at the bits it was saved at)."""
-    qmodel = _built("pow2")  # max calibration: no clipping object re-derives amax on load
+    qmodel = calibrated_residual(preset="pow2")  # max calibration: no clipping object re-derives amax on load
     path = save_calibration(qmodel, tmp_path / "c.json", {"x": 1})
     fresh = QuantizedModel(tiny_residual(), (3, 16, 16), resolve(QuantSettings(preset="pow2")))
     load_calibration(fresh, path)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
-from conftest import TINY, deep_update
+from workload_files import write_tiny_workload
 
 from sw.cli import main
 from sw.search.results import ResultsDB
@@ -28,11 +27,9 @@ FIGURES = ("front", "generations", "hypervolume", "bits", "energy", "weather")
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, shared_results) -> Study:
     """A tiny study explored for real (baselines, held-out front, hypervolume)."""
-    folder = tmp_path_factory.mktemp("report_study")
-    path = folder / "w.yaml"
-    data = deep_update(TINY, {"name": "tiny_report", "results": {"dir": str(shared_results)},
-                              "search": {"pop_size": 6, "generations": 3}})
-    path.write_text(yaml.safe_dump(data))
+    path = write_tiny_workload(tmp_path_factory.mktemp("report_study"), {
+        "name": "tiny_report", "results": {"dir": str(shared_results)}, "search": {"pop_size": 6, "generations": 3}},
+        "w.yaml")
     assert main(["explore", str(path)]) == 0
     return Study(path)
 
@@ -45,8 +42,8 @@ def energy_value(column: str, layer_index: int, wb: int, ib: int, ob: int) -> fl
 
 def write_energy_table(study: Study) -> Path:
     """energy_table.csv through energy.table's own writer, with synthetic numbers for every bit width."""
-    from energy.layers import workload_layers
     from energy.table import COLUMNS, EnergyTable, csv_path
+    from energy.trace import workload_layers
 
     layers = workload_layers(study.workload)
     bits = [2, 3, 4, 5, 6, 8]
@@ -66,8 +63,9 @@ def accuracy_under(model: str, condition: str, severity: int) -> float:
 
 
 def write_weather(study: Study) -> Path:
-    """weather/sweep.csv through sw.robustness.sweep's own writer."""
-    from sw.robustness.sweep import CLEAN, SweepModel, SweepResult, write_csv
+    """weather/sweep.csv through sw.robustness.store's own writer."""
+    from sw.robustness.result import CLEAN, SweepModel, SweepResult
+    from sw.robustness.store import write_csv
 
     models = [SweepModel("fp32", None, 32.0), SweepModel("int8", {}, 8.0), SweepModel("P0", {}, 4.2)]
     result = SweepResult(1, "exploration", 0, ["top1"], ["fog", "snow"], [1, 3], models)
@@ -409,7 +407,7 @@ def test_every_model_has_one_legend_entry_even_where_its_first_panel_is_empty(st
     named = [(a.title, s.label) for a in figure.axes for s in a.series if s.label]
     assert sorted(named) == [("fog", "fp32"), ("snow", "P7")]
     assert all(figure.points(s) for a in figure.axes for s in a.series if s.label)
-    fig = plots._draw(figure, plt)
+    fig = plots.draw(figure, plt)
     legends = [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
     plt.close(fig)
     assert sorted(legends) == ["P7", "fp32"]

@@ -198,7 +198,8 @@ def test_acceptance_sweep_on_the_default_workload(tmp_path):
 @pytest.mark.slow
 def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(write_workload):
     """Builds a small ZigZag table (about a minute): run on demand with `pytest -m slow`."""
-    from energy.table import build_table
+    from energy.build import build_table
+    from energy.outputs import write_outputs
     from sw.study.study import Study
 
     path = write_workload({**SMALL, "name": "weather_energy", "search": {"bits": {"lower": 7, "upper": 8}},
@@ -209,7 +210,9 @@ def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(w
     assert main(argv) == 0
     out = Study(path).results_dir / "weather"
     assert not (out / "drop_vs_dram_energy.png").exists()  # no table built yet: weighted bits only
-    table, _ = build_table(Study(path).workload)
+    workload = Study(path).workload
+    table, _ = build_table(workload)
+    write_outputs(workload, table)  # energy_table.csv: the table counts as built
     assert main(argv) == 0
     with Image.open(out / "drop_vs_dram_energy.png") as image:
         assert image.size[0] > 200
@@ -224,10 +227,29 @@ def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(w
 def test_sweep_keys_keep_points_with_equal_bits_but_different_decision_vectors_apart():
     """A plugin's own variables (or a clipping method per layer) change the model without changing
     its bits: its stored weather results must not be reused for another point with the same bits."""
-    from sw.robustness.sweep import SweepModel
+    from sw.robustness.result import SweepModel
 
     bits = {"conv1": (4, 5), "fc": (8, 8)}
     a, b = SweepModel("P0", bits, 6.0, x=(4, 5, 8, 8, 0)), SweepModel("P1", bits, 6.0, x=(4, 5, 8, 8, 1))
     baseline = SweepModel("int", dict(bits), 6.0)
     assert len({a.key, b.key, baseline.key, SweepModel("fp32", None, 32.0).key}) == 4
     assert SweepModel("P2", dict(bits), 6.0, x=(4, 5, 8, 8, 0)).key == a.key  # same point: its rows are reused
+
+
+def test_dram_energy_comes_from_the_registered_cost_provider(monkeypatch):
+    """sw reaches energy only through the `dram_energy` cost provider (sw.search.costs): none
+    registered, no DRAM energy; registered, its cost function and its label."""
+    import types
+
+    from sw.core.registry import Registry
+    from sw.robustness import run
+    from sw.search.costs import CostProvider
+
+    study = types.SimpleNamespace(name="s")
+    monkeypatch.setattr(run, "COSTS", Registry("cost"))
+    assert run.energy_function(study) == (None, "")
+    costs = Registry("cost")
+    costs.add("dram_energy", CostProvider("dram_energy", "DRAM energy", "mJ", lambda s: lambda bits: len(bits) * 0.5))
+    monkeypatch.setattr(run, "COSTS", costs)
+    function, label = run.energy_function(study)
+    assert function({"a": (8, 8), "b": (4, 4)}) == 1.0 and label == "DRAM energy (mJ)"

@@ -80,7 +80,7 @@ def test_search_commits_the_hypervolume_of_every_generation(write_workload):
 # such float-level differences between CPUs; a real regression (random instead of uniform-first
 # sampling: 1.638) falls well below it. Update the value only when a change is meant to alter the
 # search (sampling, operators, calibration or training defaults): run
-#   .venv/bin/python -m pytest tests/test_hypervolume.py -k golden -s
+#   .venv/bin/python -m pytest tests/sw/search/test_hypervolume.py -k golden -s
 # and put the printed value here, with the reason in the commit message.
 GOLDEN_WORKLOAD = {"name": "tiny_golden", "search": {"pop_size": 8, "generations": 4, "seed": 3}}
 GOLDEN_GENERATIONS = 4
@@ -88,16 +88,9 @@ GOLDEN_HYPERVOLUME = 1.7000327423734225
 GOLDEN_TOLERANCE = 0.01
 
 
-def test_golden_hypervolume_does_not_fall(write_workload, tmp_path):
-    import torch
-
+def test_golden_hypervolume_does_not_fall(write_workload, tmp_path, two_threads):
     path = write_workload({**GOLDEN_WORKLOAD, "results": {"dir": str(tmp_path / "golden")}})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert main(["explore", str(path), "--skip-baseline"]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    assert main(["explore", str(path), "--skip-baseline"]) == 0
     _, _, _, rows = _run_rows(path)
     measured = rows[GOLDEN_GENERATIONS - 1].hv
     print(f"\nhypervolume after {GOLDEN_GENERATIONS} generations: {measured!r} (golden {GOLDEN_HYPERVOLUME!r})")
