@@ -22,6 +22,27 @@ Quantize labels (one value x, scale s; p = float32(x * s), code = clamp(rint(p))
                     different codes, and rounding to nearest even takes the neighbour of
                     smaller (down) or larger (up) magnitude. p_tie: an exact product
                     midpoint that does not change the code.
+ Boundaries of the rounding datapath (exact, from the integer significands; with the
+ observed output given, a value counts only where the DUT's code is the one it implies):
+  p_carry           the float32 rounding of the exact product carries into the next
+                    binade: the exact product is below 2^N (N >= 0), the rounded one is
+                    2^N, and +-2^N is a code in range
+  p_carry_sat       the same carry, where +-2^N is clamped but +-2^(N-1) gives another
+                    code: the carry alone crosses the saturation bound
+  p_sticky          the exact product lies above a float32 midpoint by less than half an
+                    ulp (guard bit set, sticky bits nonzero), the neighbour below has an
+                    even significand and the neighbours give different codes: only the
+                    sticky bits make it round up
+  p_sticky_lsb      p_sticky where the sticky bits are just the last bit of the 48-bit
+                    significand product (x and s normal: 2^(lsb(x) + lsb(s)))
+  int_tie_ulp       the float32 product is the float next to k + 0.5, and +-k and
+                    +-(k + 1) give different codes (it rounds away from the tie's choice
+                    on one side)
+  sat_hi_1, sat_lo_1  rint(p) is exactly max_bound + 1 / min_bound - 1 (one past the bound)
+  sat_binade16      2^16 <= |p| < 2^17: the first binade above every code range
+  x_normal_edge     x is the smallest normal float32 or the largest subnormal of the input
+                    format, and its code is nonzero
+  p_subnormal       0 < |p| < 2^-126: the float32 product is subnormal (code 0)
 Dequantize labels (one b-bit code pattern, read as q):
   q_zero, q_min, q_max   q is 0, min_bound (signed only), max_bound
   junk                   the input pattern has bits set above bit b (block inputs)
@@ -30,6 +51,15 @@ Dequantize labels (one b-bit code pattern, read as q):
   r_sub_shallow          2^-127 <= |q / s| < 2^-126 (shifted by 1)
   r_overflow             a finite q / s beyond the float32 range (Inf)
   r_overflow_edge        2^128 <= |q / s| < 2^129: the binade just above the largest float
+  r_top_binade           the result lies in [2^127, 2^128), the largest binade
+  r_min_normal           the result lies in [2^-126, 2^-125), the smallest normal binade
+  r_carry                the result is a power of two (or Inf) reached by rounding up: the
+                         exact |q / s| is below it (a carry of the output format's rounding;
+                         bfloat16 only: an fp32 quotient can never carry, see mutants.py)
+  r_tie_down, r_tie_up   the exact quotient lies halfway between two values of the output
+                         format and nearest even takes the one of smaller / larger
+                         magnitude (bfloat16 only: fp32 quotients are never ties)
+  Result classes come from the observed output when it is given, else from refmodel.
 Tensor labels (n values of b bits in W-bit words):
   single, exact_fill, padded, straddle (some value crosses a word), last_straddles
 Scale labels: scale_zero, scale_negzero, scale_neg, scale_inf, scale_nan, scale_subnormal,
@@ -37,6 +67,8 @@ Scale labels: scale_zero, scale_negzero, scale_neg, scale_inf, scale_nan, scale_
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -74,8 +106,12 @@ def _codes(v: np.ndarray, lo: int, hi: int) -> np.ndarray:
     return np.clip(np.rint(v), lo, hi)
 
 
-def quant_labels(floats: list[int], cfg: QuantConfig, bf16: bool = False) -> set[str]:
-    """Labels of every float (fp32 or bf16 bit patterns) of one quantize tensor."""
+def quant_labels(floats: list[int], cfg: QuantConfig, bf16: bool = False, codes: list[int] | None = None) -> set[str]:
+    """Labels of every float (fp32 or bf16 bit patterns) of one quantize tensor.
+
+    codes: the observed output code patterns, one per float (None: not checked); the
+    boundary labels then count only values the DUT coded as the boundary implies.
+    """
     if not len(floats):
         return set()
     x = bf16_bits_to_f32(floats) if bf16 else bits_to_f32(floats)
@@ -107,6 +143,10 @@ def quant_labels(floats: list[int], cfg: QuantConfig, bf16: bool = False) -> set
             out.add("subnormal_coded")
     if not fin.any():
         return out
+    obs = None
+    if codes is not None and len(codes) == len(xb):
+        obs = from_pattern(np.asarray(codes, dtype=np.int64), cfg.bits, cfg.signed)
+    out |= _quant_boundaries(xb, s, p, fin, (lo, hi), obs, bf16)
     pf, r = pf[fin], r[fin]
     tiny = np.abs(pf) < 0.5
     out.update(name for name, mask in (
@@ -161,8 +201,125 @@ def quant_labels(floats: list[int], cfg: QuantConfig, bf16: bool = False) -> set
     return out
 
 
-def dequant_labels(patterns: list[int], cfg: QuantConfig, bf16: bool = False) -> set[str]:
-    """Labels of every code pattern (as seen on the input, junk bits included) of one tensor."""
+class _Hits:
+    """Collects labels whose values, where an observed output is given, came out as expected."""
+
+    def __init__(self, valid: np.ndarray, obs: np.ndarray | None) -> None:
+        self.valid, self.obs, self.labels = valid, obs, set()
+
+    def __call__(self, name: str, mask: np.ndarray, want: np.ndarray) -> None:
+        m = mask & self.valid
+        if self.obs is not None:
+            m &= self.obs == want
+        if m.any():
+            self.labels.add(name)
+
+
+def _pow2(e: np.ndarray) -> np.ndarray:
+    """2.0 ** e, exact for integer arrays in the float64 range."""
+    return np.ldexp(1.0, np.asarray(e, dtype=np.int64))
+
+
+def _quant_boundaries(xb: np.ndarray, s: np.float32, p: np.ndarray, fin: np.ndarray, limits: tuple[int, int],
+                      obs: np.ndarray | None, bf16: bool) -> set[str]:
+    """The rounding-datapath boundary labels of one tensor (see the module docstring).
+
+    The exact product is M * 2^E from the integer significands; its float32 rounding is
+    redone here on integers (down, rem, half), independently of numpy's multiply.
+    """
+    lo, hi = limits
+    hit = _Hits(fin, obs)
+    sb = np.int64(f32_to_bits(s))
+    mx, ex = _split(xb)
+    ms, es = _split(np.array([sb]))
+    m_prod, e_prod = mx * ms[0], ex + es[0]
+    nb = _bit_length(m_prod)
+    negative = ((xb >> 31) & 1) != ((sb >> 31) & 1)
+    sgn = np.where(negative, -1.0, 1.0)
+    clamp = lambda v: np.clip(np.rint(v), lo, hi)  # noqa: E731
+    rnd = fin & (nb > 24) & (nb - 1 + e_prod >= -126)  # normal products that lose bits
+    sh = np.where(rnd, nb - 24, 1)
+    down = m_prod >> sh
+    rem = m_prod & ((np.int64(1) << sh) - 1)
+    half = np.int64(1) << (sh - 1)
+    up = (rem > half) | ((rem == half) & (down & 1 == 1))
+    # carry: 0xffffff rounds up to 2^24, i.e. the product becomes 2^N
+    n_exp = nb + e_prod
+    carry = rnd & up & (down == (1 << 24) - 1) & (n_exp >= 0)
+    pow_n = sgn * _pow2(np.where(carry, n_exp, 0))
+    c_carry, c_half = clamp(pow_n), clamp(pow_n / 2)
+    hit("p_carry", carry & (c_carry == pow_n), c_carry)
+    hit("p_carry_sat", carry & (c_carry != pow_n) & (c_carry != c_half), c_carry)
+    # sticky: above the midpoint, even neighbour below, the neighbours give different codes
+    ulp = _pow2(np.where(rnd, sh + e_prod, 0))
+    c_dn, c_up = clamp(sgn * down * ulp), clamp(sgn * (down + 1) * ulp)
+    sticky = rnd & (rem > half) & (down & 1 == 0) & (c_dn != c_up)
+    hit("p_sticky", sticky, c_up)
+    full = (_bit_length(mx) == 24) & (_bit_length(ms)[0] == 24)
+    hit("p_sticky_lsb", sticky & (rem == half + 1) & full, c_up)
+    # the float32 product next to an integer tie k + 0.5
+    pa = np.abs(p)
+    code = clamp(p.astype(np.float64))
+    small = fin & (pa > 0) & (pa < 2.0**17)
+    with np.errstate(all="ignore"):
+        for t in (np.nextafter(pa, np.float32(0)), np.nextafter(pa, np.float32(np.inf))):
+            t64 = t.astype(np.float64)
+            k = np.floor(t64)
+            tie = small & (t64 - k == 0.5)
+            hit("int_tie_ulp", tie & (clamp(sgn * k) != clamp(sgn * (k + 1))), code)
+    r = np.rint(p.astype(np.float64))
+    hit("sat_hi_1", r == hi + 1, np.full(r.shape, float(hi)))
+    hit("sat_lo_1", r == lo - 1, np.full(r.shape, float(lo)))
+    hit("sat_binade16", (pa >= 2.0**16) & (pa < 2.0**17), code)
+    edges = (0x00800000, 0x007F0000 if bf16 else 0x007FFFFF)
+    hit("x_normal_edge", np.isin(xb & 0x7FFFFFFF, edges) & (code != 0), code)
+    hit("p_subnormal", (pa > 0) & (pa < F32_MIN_NORMAL), code)
+    return hit.labels
+
+
+def _quotient_boundaries(q: np.ndarray, s: np.float32, res32: np.ndarray, bf16: bool) -> set[str]:
+    """r_carry and r_tie_* of one tensor: exact quotient q / s against the results res32."""
+    out: set[str] = set()
+    if not np.isfinite(s) or s == 0:
+        return out
+    sig, lsb = (int(v[0]) for v in _split(np.array([np.int64(f32_to_bits(s))])))
+    mag_bits = res32 & 0x7FFFFFFF
+    exp, mant = mag_bits >> 23, mag_bits & 0x7FFFFF
+    # a power of two (or Inf, as 2^128) above the exact quotient: the rounding carried
+    for i in np.flatnonzero((q != 0) & (mant == 0) & (exp >= 1)):
+        c = lsb + int(exp[i]) - 127
+        a = abs(int(q[i]))
+        if (a < sig << c) if c >= 0 else (a << -c < sig):
+            out.add("r_carry")
+    # exact quotients halfway between two results: the odd part of the scale divides q
+    s_odd, tz = sig, 0
+    while not s_odd & 1:
+        s_odd, tz = s_odd >> 1, tz + 1
+    prec, sub_lsb = (8, -133) if bf16 else (24, -149)
+    for i in np.flatnonzero((q != 0) & (q % s_odd == 0)):
+        w = abs(int(q[i])) // s_odd
+        o, z = w, -(lsb + tz)
+        while not o & 1:
+            o, z = o >> 1, z + 1
+        binade = o.bit_length() - 1 + z
+        ulp = max(binade - prec + 1, sub_lsb)
+        if binade >= 128 or z != ulp - 1:
+            continue
+        lower = (o - 1) // 2
+        nearest = lower if lower % 2 == 0 else lower + 1
+        got = float(np.asarray(mag_bits[i], dtype=np.uint32).view(np.float32))
+        if got == math.ldexp(nearest, ulp):
+            out.add("r_tie_down" if nearest == lower else "r_tie_up")
+    return out
+
+
+def dequant_labels(patterns: list[int], cfg: QuantConfig, bf16: bool = False,
+                   results: list[int] | None = None) -> set[str]:
+    """Labels of every code pattern (as seen on the input, junk bits included) of one tensor.
+
+    results: the observed output floats (fp32 or bf16 patterns), one per code; the result
+    classes are then those of what the DUT produced (None: the reference model's).
+    """
     if not len(patterns):
         return set()
     raw = np.asarray(patterns, dtype=np.int64)
@@ -175,9 +332,12 @@ def dequant_labels(patterns: list[int], cfg: QuantConfig, bf16: bool = False) ->
         ("q_min", cfg.signed and (q == lo).any()),
         ("q_max", (q == hi).any()),
     ) if hit}
-    res = dequantize_bits(q, cfg, bf16=bf16)
+    if results is not None and len(results) == len(q):
+        res = np.asarray(results, dtype=np.int64)
+    else:
+        res = dequantize_bits(q, cfg, bf16=bf16)
     if bf16:
-        res = res << 16
+        res = (res & 0xFFFF) << 16
     mag = res & 0x7FFFFFFF
     exp = mag >> 23
     out.update(name for name, m in (
@@ -186,8 +346,11 @@ def dequant_labels(patterns: list[int], cfg: QuantConfig, bf16: bool = False) ->
         ("r_normal", (exp > 0) & (exp < 255)),
         ("r_inf", mag == 0x7F800000),
         ("r_nan", mag > 0x7F800000),
+        ("r_top_binade", exp == 254),
+        ("r_min_normal", exp == 1),
     ) if m.any())
     s = np.float32(cfg.scale)
+    out |= _quotient_boundaries(q, s, res, bf16)
     if np.isfinite(s) and s != 0:
         a = np.abs(q[q != 0]).astype(np.float64)
         sa = abs(float(s))
@@ -243,25 +406,30 @@ def scale_labels(cfg: QuantConfig) -> set[str]:
     return out
 
 
-def tensor_labels(unit: str, cfg: QuantConfig, data: list[int], word_w: int = 0, bf16: bool = False) -> set[str]:
+def tensor_labels(unit: str, cfg: QuantConfig, data: list[int], word_w: int = 0, bf16: bool = False,
+                  out: list[int] | None = None) -> set[str]:
     """Every label of one tensor as it entered a unit (its input frame, as observed).
 
     quantizer: floats; dequantizer, packer: code patterns; unpacker: packed words;
     top.quant: floats (packed into word_w-bit words); top.dequant: packed words of
-    cfg.count codes.
+    cfg.count codes. out: the unit's observed output frame (codes, words or floats), so
+    that boundary and result labels say what the DUT did; None: from the input alone.
     """
     if unit == "quantizer":
-        return quant_labels(data, cfg, bf16) | scale_labels(cfg)
+        return quant_labels(data, cfg, bf16, out) | scale_labels(cfg)
     if unit == "dequantizer":
-        return dequant_labels(data, cfg, bf16) | scale_labels(cfg)
+        return dequant_labels(data, cfg, bf16, out) | scale_labels(cfg)
     if unit == "packer":
         junk = any(c & ~((1 << cfg.bits) - 1) & 0xFFFF for c in data)
         return stream_labels(len(data), cfg.bits, word_w) | ({"junk"} if junk else set())
     if unit == "unpacker":
         return stream_labels(cfg.count, cfg.bits, word_w)
     if unit == "top.quant":
-        return quant_labels(data, cfg, bf16) | stream_labels(len(data), cfg.bits, word_w) | scale_labels(cfg)
+        codes = None if out is None else unpack(out, cfg.bits, word_w, len(data))
+        return (quant_labels(data, cfg, bf16, codes) | stream_labels(len(data), cfg.bits, word_w)
+                | scale_labels(cfg))
     if unit == "top.dequant":
         codes = unpack(data, cfg.bits, word_w, cfg.count)
-        return dequant_labels(codes, cfg, bf16) | stream_labels(cfg.count, cfg.bits, word_w) | scale_labels(cfg)
+        return (dequant_labels(codes, cfg, bf16, out) | stream_labels(cfg.count, cfg.bits, word_w)
+                | scale_labels(cfg))
     raise ValueError(f"unknown unit {unit!r}")

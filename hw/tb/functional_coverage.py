@@ -26,11 +26,14 @@ DEQUANT_UNITS = ("dequantizer", "top.dequant")
 STREAM_GOALS = ("single", "exact_fill", "padded", "straddle", "last_straddles", "back_to_back",
                 "b2b_after_straddle")
 # Classes that must be seen at every bit width, on any of the units.
+# The rounding-datapath boundaries (p_carry ... sat_lo_1, r_top_binade ... r_carry) count
+# only values whose observed output is the one the boundary implies (classify.py).
 WIDTH_GOALS = (
     (QUANT_UNITS, ("inrange", "tiny", "zero", "sat_hi", "sat_lo", "edge_hi", "edge_lo", "int_tie_down",
-                   "int_tie_up", "p_tie_down", "p_tie_up", "subnormal_coded")),
+                   "int_tie_up", "p_tie_down", "p_tie_up", "subnormal_coded", "p_carry", "p_carry_sat", "p_sticky",
+                   "int_tie_ulp", "sat_hi_1", "sat_lo_1")),
     (DEQUANT_UNITS, ("q_zero", "q_min", "q_max", "r_normal", "r_zero", "r_sub_deep", "r_sub_shallow",
-                     "r_overflow", "r_overflow_edge")),
+                     "r_overflow", "r_overflow_edge", "r_top_binade", "r_min_normal", "r_carry")),
 )
 SIGNED_ONLY = ("edge_lo", "q_min")  # unsigned min_bound is 0: the zero classes cover it
 # (class, width): why no value of the class exists at that width.
@@ -38,15 +41,18 @@ IMPOSSIBLE = {
     ("inrange", "u1"): "codes 0..1: both are the range's edges (edge_lo does not apply, edge_hi is 1)",
     ("int_tie_up", "u1"): "codes 0..1: the only odd k is 1, and 1 and 2 both give code 1",
     ("p_tie_up", "u1"): "codes 0..1: rounding up to 1.5 gives 2, clamped to 1 like its neighbour",
+    ("p_carry_sat", "u1"): "codes 0..1: a carry into 2 is clamped to 1, and 1 (without the carry) is 1 too",
+    ("p_carry_sat", "s2"): "codes -2..1: 2 and -4 clamp to 1 and -2, the values 1 and -2 without the carry",
 }
 SCALE_GOALS = ("scale_zero", "scale_negzero", "scale_neg", "scale_inf", "scale_nan", "scale_subnormal",
                "scale_huge", "scale_typical")
 # Classes each unit must see at least once (any width); stream classes per word width.
 UNIT_GOALS = {
-    "quantizer": ("nan", "inf", "subnormal_x", *SCALE_GOALS),
-    "dequantizer": ("junk", "r_nan", "r_inf", "r_subnormal", *SCALE_GOALS),
-    "top.quant": ("nan", "inf", "p_tie_up", "p_tie_down"),
-    "top.dequant": ("r_nan", "r_sub_deep", "r_sub_shallow"),
+    "quantizer": ("nan", "inf", "subnormal_x", "p_sticky_lsb", "sat_binade16", "x_normal_edge", "p_subnormal",
+                  *SCALE_GOALS),
+    "dequantizer": ("junk", "r_nan", "r_inf", "r_subnormal", "r_tie_down", "r_tie_up", *SCALE_GOALS),
+    "top.quant": ("nan", "inf", "p_tie_up", "p_tie_down", "p_carry", "p_carry_sat", "p_sticky"),
+    "top.dequant": ("r_nan", "r_sub_deep", "r_sub_shallow", "r_top_binade", "r_min_normal"),
     "packer": ("junk",),
 }
 STREAM_UNITS = WORD_UNITS

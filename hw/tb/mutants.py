@@ -7,7 +7,10 @@ survives has met the whole suite). A mutant documented `equivalent` cannot chang
 observable behaviour; it is still run, and it must survive.
 
 Every RTL file has mutants; they cover rounding modes, comparisons, off-by-one shifts,
-handshakes, flushing, register decode and the atomic configuration.
+handshakes, flushing, register decode and the atomic configuration. The rounding datapath
+has one per boundary (carries, ties, sticky bits, saturation and exponent edges,
+subnormals): each is killed by stimuli built to reach that boundary (boundaries.py), not
+by random values, which hit most of them with a probability near 2^-25.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ MUTANTS = (
            "(10'd0 - 10'd126 - {5'd0, lz})", "(10'd0 - 10'd127 - {5'd0, lz})", Q),
     Mutant("decode: Inf read as NaN", "mpconv_fp32_decode.v",
            "assign is_nan  = (ef == 8'hff) && (fr != 23'd0);", "assign is_nan  = (ef == 8'hff);", Q),
+    Mutant("decode: a subnormal keeps a hidden bit", "mpconv_fp32_decode.v",
+           "wire [23:0] raw = {ef != 8'd0, fr};", "wire [23:0] raw = {1'b1, fr};", Q),
     # ---- mpconv_quantizer.v
     Mutant("quantizer: fp32 product rounded half-down at exact midpoints", "mpconv_quantizer.v",
            "{24'd0, p_g & (p_st | p_m[0])}", "{24'd0, p_g & p_st}", Q),
@@ -69,6 +74,30 @@ MUTANTS = (
            "(p_e >= 11'd16)", "(p_e >= 11'd15)", Q),
     Mutant("quantizer: narrow_range ignored", "mpconv_quantizer.v",
            "(cfg_narrow ? ones_b1 : pow_b1)", "(cfg_narrow ? pow_b1 : pow_b1)", Q),
+    # the rounding datapath's boundaries: carries, sticky bits, tie rules, saturation edges
+    Mutant("quantizer: fp32 product rounding carry not added to the exponent", "mpconv_quantizer.v",
+           "s2_e + {10'd0, s2_p[47]} + {10'd0, p_r[24]};", "s2_e + {10'd0, s2_p[47]};", Q),
+    Mutant("quantizer: fp32 product rounding carry not renormalized (significand wraps to 0)", "mpconv_quantizer.v",
+           "p_r[24] ? p_r[24:1] : p_r[23:0];", "p_r[23:0];", Q),
+    Mutant("quantizer: exponent of a 48-bit significand product not incremented", "mpconv_quantizer.v",
+           "s2_e + {10'd0, s2_p[47]} + {10'd0, p_r[24]};", "s2_e + {10'd0, p_r[24]};", Q),
+    Mutant("quantizer: fp32 product rounding ignores the sticky bits", "mpconv_quantizer.v",
+           "{24'd0, p_g & (p_st | p_m[0])}", "{24'd0, p_g & p_m[0]}", Q),
+    Mutant("quantizer: fp32 product sticky bit misses the product's last bit", "mpconv_quantizer.v",
+           "(|s2_p[22:0]) : (|s2_p[21:0])", "(|s2_p[22:1]) : (|s2_p[21:1])", Q),
+    Mutant("quantizer: fp32 product ties rounded to odd", "mpconv_quantizer.v",
+           "{24'd0, p_g & (p_st | p_m[0])}", "{24'd0, p_g & (p_st | ~p_m[0])}", Q),
+    Mutant("quantizer: integer rounding ignores the sticky bits", "mpconv_quantizer.v",
+           "wire rnd_int = half & (sticky | int_part[0]);", "wire rnd_int = half & int_part[0];", Q),
+    Mutant("quantizer: integer sticky bit misses the last fraction bit", "mpconv_quantizer.v",
+           "wire        sticky   = |ext[22:0];", "wire        sticky   = |ext[22:1];", Q),
+    Mutant("quantizer: integer ties rounded to odd", "mpconv_quantizer.v",
+           "wire rnd_int = half & (sticky | int_part[0]);", "wire rnd_int = half & (sticky | ~int_part[0]);", Q),
+    Mutant("quantizer: saturation lets max_bound + 1 and min_bound - 1 through", "mpconv_quantizer.v",
+           "wire        over    = s4_sat | (s4_mag > lim);", "wire        over    = s4_sat | (s4_mag > lim + 17'd1);",
+           Q),
+    Mutant("quantizer: saturation threshold 2^17 instead of 2^16", "mpconv_quantizer.v",
+           "(p_e >= 11'd16)", "(p_e >= 11'd17)", Q),
     # ---- mpconv_dequantizer.v
     Mutant("dequantizer: subnormal result shifts swapped (1 <-> 2)", "mpconv_dequantizer.v",
            "eb[9] ? 2'd2 : 2'd1", "eb[9] ? 2'd1 : 2'd2", D),
@@ -87,6 +116,21 @@ MUTANTS = (
            "(eb >= 10'd255)", "(eb > 10'd255)", D),
     Mutant("dequantizer: scale -0.0 keeps its sign", "mpconv_dequantizer.v",
            "wire        ss = sz ? 1'b0 : ss_raw;", "wire        ss = ss_raw;", D),
+    Mutant("dequantizer: fp32 rounding carry not propagated into the exponent", "mpconv_dequantizer.v",
+           "wire [30:0] f_mag  = {f_e, f_m} + {30'd0, f_g & (f_st | f_m[0])};",
+           "wire [30:0] f_mag  = {f_e, f_m + {22'd0, f_g & (f_st | f_m[0])}};", D,
+           equivalent="the fp32 rounding of q / scale never carries into the next binade (nor from the "
+                      "largest subnormal into 2^-126): with |scale| = S 2^j (S < 2^24), landing within half an "
+                      "ulp below 2^N needs 0 < S - q 2^-(j+N) <= S 2^-25 < 1/2, so j + N = c > 0 and "
+                      "q >= S 2^c (1 - 2^-25) >= 2^24, beyond 16-bit codes (the subnormal carry likewise)"),
+    Mutant("dequantizer: bfloat16 rounding carry not added to the exponent", "mpconv_dequantizer.v",
+           "{f1_res[31], rnd[30:16]}", "{f1_res[31], f1_res[30:23], rnd[22:16]}", "dequantizer_bf16"),
+    Mutant("dequantizer: bfloat16 ties rounded away from zero", "mpconv_dequantizer.v",
+           "f1_res[30:0] + 31'h7fff + {30'd0, f1_res[16]};", "f1_res[30:0] + 31'h8000;", "dequantizer_bf16"),
+    Mutant("dequantizer: overflow threshold one binade low (the largest binade overflows)", "mpconv_dequantizer.v",
+           "(eb >= 10'd255)", "(eb >= 10'd254)", D),
+    Mutant("dequantizer: the smallest normal binade taken for subnormal", "mpconv_dequantizer.v",
+           "e_sub  = eb[9] || (eb == 10'd0);", "e_sub  = eb[9] || (eb <= 10'd1);", D),
     # ---- mpconv_packer.v
     Mutant("packer: a word is emitted one bit early", "mpconv_packer.v",
            "wire          full   = c2 >= W8;", "wire          full   = c2 >= W8 - 8'd1;", P),

@@ -35,16 +35,28 @@ MIN_STALLED = 8  # values of a heavily stalled tensor: input bubbles and output 
 # Scale kinds rotated over the extra tensors of each width.
 EXTRA_KINDS = ("typical", "negative", "tiny", "subnormal", "zero", "negzero", "inf", "nan", "huge", "midpoint",
                "huge_low")
-# Quantize scenarios per width: (scale kind, intents the tensor must contain).
+# Quantize scenarios per width: (scale kind, intents the tensor must contain). 'carry' and
+# 'sticky' scales are built for their boundaries (boundaries.py); the first call of an
+# intent takes its sharpest case (a carry into 1, the sticky and tie neighbours at k = 0).
 QUANT_SCENARIOS = (
     ("typical", ("int_tie_down", "int_tie_up", "edge_hi", "edge_lo", "tiny", "inrange", "sat_hi", "sat_lo")),
     ("midpoint_up", ("p_tie_up", "p_tie_up", "p_tie_down", "sat_hi")),
     ("midpoint_down", ("p_tie_down", "p_tie_down", "p_tie_up", "sat_lo")),
-    ("huge_low", ("subnormal", "subnormal", "zero", "nan_inf")),
+    ("huge_low", ("subnormal", "subnormal", "zero", "nan_inf", "x_edge", "x_edge")),
+    ("carry", ("carry_in", "carry_in", "carry_in", "carry_sat", "carry_sat", "carry_sat", "int_tie_ulp", "sat_hi_1",
+               "sat_lo_1")),
+    ("sticky", ("p_sticky", "p_sticky", "p_sticky", "int_tie_ulp", "int_tie_ulp", "sat_binade16", "p_subnormal")),
 )
-# Dequantize scenarios per width: (scale kind, code kind).
+# Dequantize scenarios per width: (scale kind, code kind). The last four are the rounding
+# boundaries: largest and smallest normal binade, quotients just below powers of two,
+# exact bfloat16 ties (widths with 9-bit codes).
 DEQUANT_SCENARIOS = (("typical", "extreme"), ("huge", "small"), ("huge_low", "small"), ("edge", "extreme"),
-                     ("tiny", "random"))
+                     ("tiny", "random"), ("top", "extreme"), ("huge_edge", "small"), ("near_pow2", "pow2"),
+                     ("pow2", "tie9"))
+# Intents a top-level tensor of a scale kind must contain; codes per scale kind.
+TOP_MUST = {"midpoint_up": ("p_tie_up",), "midpoint_down": ("p_tie_down",),
+            "carry": ("carry_in", "carry_sat", "int_tie_ulp"), "sticky": ("p_sticky", "sat_hi_1", "sat_lo_1")}
+TOP_CODES = {"huge": "small", "huge_low": "small", "huge_edge": "small", "near_pow2": "pow2", "top": "extreme"}
 # Bit widths whose tensors can end inside a word (b does not divide W): stream groups.
 STREAM_WIDTHS = ((3, False), (5, True), (7, False), (11, True), (13, False))
 
@@ -119,16 +131,20 @@ def quantizer_items(rng: np.random.Generator, settings: dict, bf16: bool, path: 
 
 
 def _quantizer_soak(rng, settings, bf16, path) -> list[ConvItem]:
-    """Long no-stall tensors of near-grid values (ties, midpoints, boundaries) at random widths."""
+    """Long no-stall tensors of near-grid values (ties, midpoints, carries, boundaries) at random widths."""
     items = []
     total, chunk = settings["soak"], 1000
     fill = ("inrange", "int_tie_down", "int_tie_up", "p_tie_down", "p_tie_up", "edge_hi", "edge_lo", "tiny",
             "sat_hi", "sat_lo")
+    # the boundaries of the scales built for them (on other scales most of them do not exist)
+    built = {"carry": ("carry_in", "carry_sat", "sat_hi_1", "sat_lo_1", "inrange"),
+             "sticky": ("p_sticky", "int_tie_ulp", "sat_hi_1", "sat_lo_1", "inrange")}
     for i in range(0, total, chunk):
         bits, signed = all_widths()[int(rng.integers(0, 31))]
-        kind = str(rng.choice(["typical", "midpoint", "midpoint", "typical", "huge_low", "negative"]))
+        kind = str(rng.choice(["typical", "midpoint", "midpoint", "typical", "huge_low", "negative", "carry",
+                               "sticky"]))
         cfg = make_config(rng, bits, signed, kind, bf16)
-        values = gen_values(rng, cfg, min(chunk, total - i), fill=fill, bf16=bf16)
+        values = gen_values(rng, cfg, min(chunk, total - i), fill=built.get(kind, fill), bf16=bf16)
         items.append(ConvItem(f"qsoak_{i}", cfg, {path: _float_frame(values, bf16)}))
     return items
 
@@ -207,8 +223,8 @@ def _top_frames(rng, cfg: QuantConfig, n: int, lanes: int, word_w: int, bf16: bo
     frames: dict[str, list[int]] = {}
     for lane in range(lanes):
         qframe = _float_frame(gen_values(rng, cfg, n, must, bf16=bf16), bf16)
-        if kind.startswith("huge"):
-            codes = gen_codes(rng, cfg.bits, cfg.signed, n, "small")
+        if kind in TOP_CODES:
+            codes = gen_codes(rng, cfg.bits, cfg.signed, n, TOP_CODES[kind])
         elif rng.random() < 1 / 3:
             x = bf16_bits_to_f32(qframe) if bf16 else bits_to_f32(qframe)
             codes = [int(c) for c in to_pattern(quantize(x, cfg), cfg.bits)]
@@ -227,14 +243,15 @@ def top_items(rng: np.random.Generator, settings: dict, lanes: int, word_w: int,
     """
     items: list[ConvItem] = []
     widths = all_widths()
-    kinds = ("typical", "midpoint_up", "midpoint_down", "huge", "huge_low") + EXTRA_KINDS
+    kinds = ("typical", "midpoint_up", "midpoint_down", "huge", "huge_low", "carry", "sticky", "top", "huge_edge",
+             "near_pow2") + EXTRA_KINDS
     for r in range(settings["repeats"] + 1):
         for k in rng.permutation(len(widths)):
             bits, signed = widths[k]
             kind = kinds[(int(k) + 3 * r) % len(kinds)]
-            n = max(MIN_STALLED if r == 0 else 1, gen_length(rng, bits, word_w, settings["max_len"]))
+            must = TOP_MUST.get(kind, ())
+            n = max(MIN_STALLED if r == 0 else 1, len(must), gen_length(rng, bits, word_w, settings["max_len"]))
             cfg = make_config(rng, bits, signed, kind, bf16, count=n)
-            must = {"midpoint_up": ("p_tie_up",), "midpoint_down": ("p_tie_down",)}.get(kind, ())
             src, sink = bp_for(rng, int(k), r)
             items.append(ConvItem(f"t_{bits}_{signed}_{r}_{kind}", cfg,
                                   _top_frames(rng, cfg, n, lanes, word_w, bf16, kind, must), src_bp=src,

@@ -8,7 +8,12 @@ Corner cases are constructed, not hoped for:
   * subnormal dequantize results: scales in [2^126, 2^128) with codes of magnitude 1..3;
   * subnormal inputs that give nonzero codes: scales near 2^127 and x = target / scale;
   * decisive integer ties: float32 products exactly k + 0.5 where k and k + 1 give
-    different codes, in both directions of rounding half to even.
+    different codes, in both directions of rounding half to even;
+  * the other boundaries of the rounding datapath (boundaries.py): products whose float32
+    rounding carries into a power of two, that only the sticky bits round up, next to an
+    integer tie, one past the saturation bound, in the first saturating binade; x at the
+    normal/subnormal edge; dequantize quotients just below powers of two, exact bfloat16
+    ties, results in the largest and the smallest normal binade.
 What a value really is, is decided by classify.py from the value itself (coverage labels);
 the names used here ("intents") only say what a generator aims at.
 
@@ -17,21 +22,26 @@ Everything draws from a numpy Generator, so a seed reproduces a run.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 
+import boundaries
 from refmodel import QuantConfig, bounds
 
 # What a quantize-path value generator aims at.
 INTENTS = ("random", "inrange", "int_tie_down", "int_tie_up", "p_tie_down", "p_tie_up", "edge_hi", "edge_lo",
-           "sat_hi", "sat_lo", "tiny", "subnormal", "zero", "nan_inf")
+           "sat_hi", "sat_lo", "tiny", "subnormal", "zero", "nan_inf") + boundaries.INTENTS
 # Intents drawn at random to fill a tensor (the rest of it is what the scenario must contain).
 FILL = ("random", "inrange", "inrange", "int_tie_down", "int_tie_up", "edge_hi", "edge_lo", "sat_hi", "sat_lo",
         "tiny", "subnormal", "zero", "nan_inf")
 # How a tensor's scale register is chosen.
 SCALE_KINDS = ("typical", "midpoint", "midpoint_up", "midpoint_down", "huge", "huge_low", "edge", "tiny", "subnormal",
-               "zero", "negzero", "negative", "inf", "nan")
+               "zero", "negzero", "negative", "inf", "nan", "carry", "sticky", "top", "huge_edge", "near_pow2", "pow2")
+# Scale kinds built for a quantize boundary (boundaries.py); the dequantize ones are plain.
+BUILT_KINDS = {"carry": boundaries.carry_scale, "sticky": boundaries.sticky_scale}
+DEQUANT_KINDS = ("top", "huge_edge", "near_pow2", "pow2")
 
 F32_MAX = np.float32(np.finfo(np.float32).max)
 
@@ -70,9 +80,14 @@ def _tie_target(k: int, up: bool) -> tuple[int, int]:
 
 def _decisive_ks(cfg: QuantConfig, up: bool, negative: bool) -> list[int]:
     """Magnitudes k whose midpoint next to k + 0.5 changes the code (after clamping)."""
-    lo, hi = bounds(cfg.bits, cfg.signed, cfg.narrow)
+    return list(_decisive_range(cfg.bits, cfg.signed, cfg.narrow, up, negative))
+
+
+@functools.lru_cache(maxsize=None)
+def _decisive_range(bits: int, signed: bool, narrow: bool, up: bool, negative: bool) -> range:
+    lo, hi = bounds(bits, signed, narrow)
     limit = -lo if negative else hi  # k + 1 must still be a code on that side
-    return [k for k in range(0, min(limit, 1 << 16)) if (k % 2 == 1) == up]
+    return range(1 if up else 0, min(limit, 1 << 16), 2)
 
 
 class Midpoints:
@@ -180,6 +195,8 @@ def choose_scale(rng: np.random.Generator, bits: int, signed: bool, kind: str) -
         return float(np.inf if rng.random() < 0.5 else -np.inf)
     if kind == "nan":
         return float(np.nan)
+    if kind in DEQUANT_KINDS:
+        return boundaries.dequant_scale(rng, bits, signed, kind)
     raise ValueError(f"unknown scale kind {kind!r}")
 
 
@@ -190,8 +207,15 @@ def make_config(rng: np.random.Generator, bits: int, signed: bool, kind: str, bf
     'midpoint_up' / 'midpoint_down' build a scale around a decisive product midpoint that
     rounds up / down ('midpoint': either); where none exists (1-bit unsigned has no 'up'
     one; narrow 2-bit signed none at all) the other direction, or narrow_range off, is used.
+    'carry' / 'sticky' build a scale for which x on that boundary exist (boundaries.py).
     """
     narrow = bool(rng.integers(0, 2)) if signed else False
+    if kind in BUILT_KINDS:
+        cfg = QuantConfig(bits, 1.0, signed, narrow, count)
+        scale = BUILT_KINDS[kind](rng, cfg, bf16)
+        if scale is None:
+            raise ValueError(f"no {kind} scale for {bits}-bit {'signed' if signed else 'unsigned'}")
+        return QuantConfig(bits, scale, signed, narrow, count)
     if kind.startswith("midpoint"):  # midpoint, midpoint_up, midpoint_down
         cfg = QuantConfig(bits, 1.0, signed, narrow, count)
         up = kind.endswith("_up") or (kind == "midpoint" and bool(rng.integers(0, 2)))
@@ -241,12 +265,19 @@ def _x_for_product(t: float, scale: np.float32, rng: np.random.Generator, exact:
 
 def _int_tie(rng: np.random.Generator, cfg: QuantConfig, up: bool) -> float:
     """A target k + 0.5 (signed) where rounding half to even decides between two codes."""
-    sides = [False, True] if cfg.signed else [False]
-    options = [(k, neg) for neg in sides for k in _decisive_ks(cfg, up, neg)]
-    if not options:
-        options = [(k, neg) for neg in sides for k in _decisive_ks(cfg, not up, neg)]
+    options = _tie_options(cfg.bits, cfg.signed, cfg.narrow, up)
     k, neg = options[int(rng.integers(0, len(options)))]
     return -(k + 0.5) if neg else k + 0.5
+
+
+@functools.lru_cache(maxsize=None)
+def _tie_options(bits: int, signed: bool, narrow: bool, up: bool) -> tuple[tuple[int, bool], ...]:
+    """(k, negative) of every decisive tie of that direction (the other one where none exists)."""
+    sides = [False, True] if signed else [False]
+    options = [(k, neg) for neg in sides for k in _decisive_range(bits, signed, narrow, up, neg)]
+    if not options:
+        options = [(k, neg) for neg in sides for k in _decisive_range(bits, signed, narrow, not up, neg)]
+    return tuple(options)
 
 
 class ValueGenerator:
@@ -258,9 +289,13 @@ class ValueGenerator:
         self.scale = np.float32(cfg.scale)
         self.lo, self.hi = bounds(cfg.bits, cfg.signed, cfg.narrow)
         self.mid = Midpoints(cfg, bf16)
+        self.bound = boundaries.Boundaries(rng, cfg, bf16)
 
     def __call__(self, intent: str) -> np.float32:
         rng, cfg, scale, lo, hi = self.rng, self.cfg, self.scale, self.lo, self.hi
+        if intent in boundaries.INTENTS:
+            x = self.bound.value(intent)
+            return x if x is not None else _x_for_product(1.0, scale, rng, exact=False)
         sign = -1.0 if rng.random() < 0.5 else 1.0
         if intent == "random":
             while True:
@@ -323,14 +358,19 @@ def gen_values(rng: np.random.Generator, cfg: QuantConfig, n: int, must=(), fill
 
 # --------------------------------------------------------------------------- codes, lengths
 def gen_codes(rng: np.random.Generator, bits: int, signed: bool, n: int, kind: str = "random") -> list[int]:
-    """n b-bit code patterns: 'extreme' (min, max, 0, +-1 mixed in), 'small' (|q| <= 3) or random."""
+    """n b-bit code patterns: 'extreme' (min, max, 0, +-1 mixed in), 'small' (|q| <= 3),
+    'pow2' (+-2^j), 'tie9' (bfloat16 ties, widths of 9 or more value bits) or random."""
     mask = (1 << bits) - 1
     lo, hi = bounds(bits, signed, False)
     if kind == "extreme":
         pool = [lo & mask, hi & mask, 0, 1 & mask, -1 & mask]
     elif kind == "small":
         pool = [q & mask for q in range(max(lo, -3), min(hi, 3) + 1)]
+    elif kind in ("pow2", "tie9"):
+        pool = [q & mask for q in boundaries.code_pool(bits, signed, kind)]
     else:
+        pool = []
+    if not pool:
         return [int(c) for c in rng.integers(0, 1 << bits, size=n)]
     codes = [int(rng.choice(pool)) if rng.random() < 0.7 else int(rng.integers(0, 1 << bits)) for _ in range(n)]
     for i, c in enumerate(pool[: min(n, len(pool))]):  # each of the pool at least once

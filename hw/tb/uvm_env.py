@@ -198,7 +198,8 @@ class CoverageCollector(uvm_component):
     """Samples functional coverage from what the monitors observed on every path.
 
     For each tensor: its configuration, the input frame and the output frame as recorded on
-    the DUT's ports. Labels come from the observed input values (classify.tensor_labels),
+    the DUT's ports. Labels come from the observed input values (classify.tensor_labels;
+    rounding boundaries and result classes also from the observed output values),
     the stall pattern from the observed handshakes (input bubbles inside the frame, output
     tvalid high with tready low), and tensor boundaries from the observed gap on the path's
     steady port (PathSpec.steady): back_to_back when the tensor's first beat followed the
@@ -211,7 +212,7 @@ class CoverageCollector(uvm_component):
         triples = zip(board.expected.items, board.inputs.items, board.outputs.items)
         for k, (item, fin, fout) in enumerate(triples):
             cfg = item.cfg
-            labels = tensor_labels(spec.unit, cfg, fin.data, spec.word_w, spec.bf16)
+            labels = tensor_labels(spec.unit, cfg, fin.data, spec.word_w, spec.bf16, out=fout.data)
             boundary = fin if spec.steady == "in" else fout
             if k and boundary.gap == 1:
                 labels.add("back_to_back")
