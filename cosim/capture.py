@@ -78,9 +78,12 @@ def capture_weights(qmodel: QuantizedModel, layers: Sequence[str]) -> list[Captu
         per_channel = wq.axis is not None and wq.amax is not None and wq.amax.numel() > 1
         segments = master.shape[0] if per_channel else 1
         bits, unsigned, narrow = _settings(wq)
+        # learned rounding (sw.model.reconstruction): the weights go in as their dequantized values,
+        # which the converter must map back to exactly the learned codes
+        learned = getattr(wq, "learned_rounding", None) is not None and wq.learned_rounding.get(bits) is not None
         out.append(CapturedTensor(
             layer=name, role="weight", quantizer=f"{name}.weight",
-            values=master.float().reshape(segments, -1).cpu().numpy(),
+            values=(used if learned else master).float().reshape(segments, -1).cpu().numpy(),
             amax=_amax(wq, segments), bits=bits, unsigned=unsigned, narrow_range=narrow,
             search_output=used.float().reshape(segments, -1).cpu().numpy(),
         ))

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from sw.core.errors import WorkloadError
-from sw.core.limits import CALIBRATION_METHODS, MAX_BITS, MAX_SEED
+from sw.core.limits import CALIBRATION_METHODS, MAX_BITS, MAX_SEED, ROUNDINGS
 from sw.core.schema import AnyOf, Config, ListOf, MapOf, PathSpec, Scalar, Section
 from sw.data import corruptions  # registers the conditions
 from sw.data.datasets import DATASETS
@@ -138,6 +138,14 @@ CALIBRATION = Section({
                                  "variable <layer>.clipping = index in this list); null: `method` everywhere"),
     "percentile": Scalar(float, default=99.99, min=50.0, max=100.0),
     "num_bins": Scalar(int, default=2048, min=16),
+    "rounding": Scalar(str, default="nearest", choices=ROUNDINGS,
+                       doc="weight rounding: nearest, or adaround (learned per layer and bit width on the "
+                           "calibration data, cached in the results folder; sw/model/reconstruction.py)"),
+    "rounding_iterations": Scalar(int, default=1000, min=1, doc="optimiser steps per layer and bit width"),
+    "rounding_batch_size": Scalar(int, default=32, min=1, doc="calibration samples per step"),
+    "rounding_learning_rate": Scalar(float, default=1e-2, min=0.0, doc="Adam's step size on the rounding variables"),
+    "rounding_regulariser": Scalar(float, default=1.0, min=0.0,
+                                   doc="weight of the annealed rounding regulariser (per weight, against the relative output error)"),
     "file": PathSpec(default=None, nullable=True, doc="calibration file (JSON); default under results.dir"),
 }, default={})
 
@@ -219,6 +227,10 @@ def _check_calibration(config: Config, file: Any) -> None:
         raise WorkloadError(file, "calibration.bit_allocation",
                             "false unless quantization.per_channel_weights is true (bits are allocated per channel)",
                             True)
+    if config.calibration.rounding != "nearest" and config.calibration.bit_allocation:
+        raise WorkloadError(file, "calibration.rounding",
+                            "nearest with calibration.bit_allocation (rounding is learned on one bit width per tensor)",
+                            config.calibration.rounding)
 
 
 def _check_preset(config: Config, file: Any) -> None:

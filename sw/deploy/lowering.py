@@ -84,7 +84,9 @@ def _weight_codes(qmodel, name: str, layer: nn.Module) -> tuple[torch.Tensor, Qu
     params = quant_params(wq)
     with torch.no_grad():
         used = wq(layer.weight.detach()) if is_enabled(wq) else layer.weight.detach()
-        codes = params.codes(qmodel.fp32_weight(name))
+        # the codes of the weights the model uses: nearest rounding of the fp32 weights, or the
+        # learned rounding (sw.model.reconstruction) that frozen weights carry
+        codes = params.codes(used)
         if not torch.equal(params.dequantize(codes), used.float() + 0.0):  # + 0.0: -0.0 == +0.0
             raise UnsupportedOp(f"layer {name}: its weights are not on the quantizer's integer grid "
                                 f"(modified after quantization?); the integer and ONNX exports need grid weights")

@@ -35,6 +35,7 @@ from tqdm import tqdm
 from sw.core.durable import write_text
 from sw.core.errors import DataError
 from sw.core.limits import CALIBRATION_METHODS as METHODS
+from sw.core.limits import MAX_BITS, MIN_BITS
 from sw.model.quantized_model import QuantizedModel
 from sw.quant import adapter
 from sw.quant.bias_correction import CORRECTIONS, BiasCorrection, InputMean
@@ -52,6 +53,7 @@ from sw.quant.clipping import (
     apply_clipping,
     clipping_from_json,
 )
+from sw.quant.presets import Pow2Quantizer, squared_error
 
 FORMAT = "mpq-calibration/1"
 WEIGHT_METHODS = ("max", "aciq")
@@ -172,6 +174,23 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
             else:
                 q.clipping = _activation_clipping(recipe.method, recipe, q, s)
         apply_clipping(q)
+        if isinstance(q, Pow2Quantizer) and _is_weight(name):
+            _choose_pow2_rounding(q, layers[name[: -len(".weight")]].weight.detach())
+
+
+def _choose_pow2_rounding(q: Pow2Quantizer, weight: torch.Tensor) -> None:
+    """Round each power-of-two weight scale up or down, whichever gives the smaller error on the
+    weight itself. (Activation scales round down: an estimate of the clipping error from the
+    calibration histogram chose worse than never clipping beyond the calibrated amax.)"""
+    clipping = getattr(q, "clipping", None)
+    fixed = adapter.amax_buffer(q).detach().clone()
+    axis = adapter.channel_axis(q)
+
+    def raw_amax(bits: int) -> torch.Tensor:
+        return fixed if clipping is None else clipping.amax(bits, q.unsigned).reshape(fixed.shape)
+
+    q.choose_rounding(range(MIN_BITS, MAX_BITS + 1), raw_amax,
+                      lambda amax, bits: squared_error(weight, amax, bits, q.unsigned, q.narrow_range, axis))
 
 
 def _set_amax(q: TensorQuantizer, value: torch.Tensor) -> None:
@@ -259,7 +278,8 @@ def calibration_identity(study) -> dict[str, Any]:
     w = study.workload
     return {"model": w.model.name, "weights_sha256": model_fingerprint(study.fp32_model),
             "quantization": w.quantization.to_dict(),
-            "calibration": {k: v for k, v in w.calibration.to_dict().items() if k != "file"},
+            "calibration": {k: v for k, v in w.calibration.to_dict().items()
+                            if k != "file" and not k.startswith("rounding")},  # rounding: sw.model.reconstruction
             "data": w.dataset("calibration").to_dict()}
 
 

@@ -49,7 +49,14 @@ def _quantizer_json(q) -> dict[str, Any]:
     return {"class": type(q).__name__, "bits": int(q.num_bits), "unsigned": bool(q.unsigned),
             "narrow_range": bool(q.narrow_range), "enabled": is_enabled(q),
             "amax": None if amax is None else amax.detach().float().reshape(-1).tolist(),
-            "amax_shape": None if amax is None else list(amax.shape), "bias_correction": _bias_correction(q)}
+            "amax_shape": None if amax is None else list(amax.shape), "bias_correction": _bias_correction(q),
+            "learned_rounding": _learned_rounding(q)}
+
+
+def _learned_rounding(q) -> bool:
+    """Whether a weight quantizer rounds with learned rounding at its bits (sw.model.reconstruction)."""
+    rounding = getattr(q, "learned_rounding", None)
+    return rounding is not None and rounding.get(q.num_bits) is not None
 
 
 def save_checkpoint(qmodel, stem: Path, *, workload, info: Mapping[str, Any]) -> tuple[Path, Path]:
@@ -124,6 +131,15 @@ def load_checkpoint(qmodel, stem: Path, *, model_name: str | None = None) -> dic
             raise DataError(f"{js}: checkpoint made with calibration.bias_correction {saved or 'none'} on {address}, "
                             f"the workload has {current or 'none'}; use the workload it was made with")
     layer_bits = {n: (int(b[0]), int(b[1])) for n, b in meta["layer_bits"].items()}
+    for address, q in quantizers.items():
+        if not address.endswith(".weight"):
+            continue
+        entry = meta["quantizers"][address]
+        if not entry.get("learned_rounding", False):
+            q.learned_rounding = None  # e.g. retrained weights: rounding learned for other weights does not apply
+        elif getattr(q, "learned_rounding", None) is None or q.learned_rounding.get(entry["bits"]) is None:
+            raise DataError(f"{js}: checkpoint made with learned rounding on {address} (calibration.rounding), "
+                            f"the workload rounds to nearest; use the workload it was made with")
     qmodel.unfreeze_weights()
     qmodel.set_layer_bits(layer_bits)
     for address, q in quantizers.items():

@@ -36,10 +36,11 @@ from sw.model import inference_graph
 from sw.model.graph import insert_quantizers, prepare_fp32
 from sw.model.weighting import LayerSize
 from sw.quant import adapter, fused_quant
+from sw.quant.adaround import rounded_weight
 from sw.quant.adapter import QuantizerBase, input_quantizer, quantizing_only, static_params, weight_quantizer
 from sw.quant.bit_allocation import ChannelBitsQuantizer
 from sw.quant.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
-from sw.quant.presets import apply_preset, resolve
+from sw.quant.presets import apply_preset, quant_params, resolve
 
 QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
 
@@ -389,6 +390,22 @@ class QuantizedModel(nn.Module):
         """The unquantized weight of a layer, whether or not weights are frozen."""
         return self._master.get(name, self.layers()[name].weight).detach()
 
+    def adopt_learned_rounding(self) -> bool:
+        """Make the frozen weights of layers with learned rounding at their bits
+        (`sw.model.reconstruction`) their fp32 weights, and drop the learned rounding (it was
+        learned for the old weights): quantization-aware training then starts from the learned
+        codes. Returns whether any layer had learned rounding."""
+        adopted = False
+        for name, layer in self.layers().items():
+            wq = weight_quantizer(layer)
+            rounding = getattr(wq, "learned_rounding", None)
+            if rounding is not None and name in self._master and rounding.get(wq.num_bits) is not None:
+                self._master[name] = layer.weight.detach().clone()
+                adopted = True
+            wq.learned_rounding = None
+        self._weight_cache = {}
+        return adopted
+
     def unfreeze_weights(self) -> None:
         """Restore fp32 weights and per-forward weight quantization (for QAT or calibration)."""
         for name, layer in self.layers().items():
@@ -406,11 +423,16 @@ class QuantizedModel(nn.Module):
         for name in names:
             layer = layers[name]
             wq = weight_quantizer(layer)
+            rounding = getattr(wq, "learned_rounding", None)  # sw.model.reconstruction: per weight bit width
+            up = None if rounding is None else rounding.get(wq.num_bits)
             key = (name, wq.num_bits)
             cached = self._weight_cache.get(key)
             if cached is None:
                 wq.enable()
-                cached = (wq(self._master[name]), self._master_bias[name])
+                if up is None:
+                    cached = (wq(self._master[name]), self._master_bias[name])
+                else:
+                    cached = (rounded_weight(self._master[name], quant_params(wq), up.float()), self._master_bias[name])
                 correction = getattr(wq, "bias_correction", None)
                 if correction is not None:  # sw.quant.bias_correction: depends on the bits, so cached with them
                     cached = correction.correct(self._master[name], cached[0], self._master_bias[name])

@@ -91,8 +91,10 @@ def quantization_aware_training(qmodel, loader, *, epochs: int, lr: float, metho
     rounding) or `lsq` (learned step size per tensor / per channel, `sw.quant.lsq`).
 
     Weights are quantized on every forward while training, then frozen again for evaluation;
-    every quantizer ends with its trained amax pinned (no bit-dependent re-clipping).
+    every quantizer ends with its trained amax pinned (no bit-dependent re-clipping). Layers with
+    learned rounding start from their learned codes (`QuantizedModel.adopt_learned_rounding`).
     """
+    qmodel.adopt_learned_rounding()
     qmodel.unfreeze_weights()
     originals = swap_in(qmodel, method)
     try:

@@ -26,6 +26,7 @@ from pymoo.operators.repair.rounding import RoundingRepair
 from pymoo.operators.sampling.rnd import IntegerRandomSampling
 
 from sw.model.calibration import ensure_calibrated
+from sw.model.reconstruction import ensure_rounding
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.search.allocator import keep_freed_memory
 from sw.search.vector import clipping_names, default_variable_names, split, variable_names
@@ -128,10 +129,13 @@ variable_names_function = default_variable_names
 
 
 def init_function(model, study):
-    """Wrap the fp32 model, calibrate it (or load the calibration file), quantize weights once."""
+    """Wrap the fp32 model, calibrate it (or load the calibration file), learn the weight rounding
+    where the workload asks for it (or load it), quantize weights once."""
     qmodel = QuantizedModel(model, study.workload.model.input_shape, QuantSettings.from_workload(study.workload))
     ensure_calibrated(qmodel, study)
-    qmodel.set_uniform_bits(study.workload.quantization.baseline_bits)
+    w = study.workload
+    ensure_rounding(qmodel, study, {*range(w.search.bits.lower, w.search.bits.upper + 1), w.quantization.baseline_bits})
+    qmodel.set_uniform_bits(w.quantization.baseline_bits)
     qmodel.freeze_weights()
     return qmodel
 

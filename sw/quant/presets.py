@@ -9,7 +9,7 @@ which scale rule every quantizer follows:
 | `hw` (default) | workload keys (per channel by default) | signed, or unsigned where calibration saw no negative value | fp32 `max_bound / amax` | 0 | yes: what the RTL implements |
 | `tensorrt` | per channel, symmetric, narrow [-(2^(b-1)-1), 2^(b-1)-1] | signed narrow (no unsigned) | fp32 `max_bound / amax` | 0 | yes (signed, narrow_range mode) |
 | `snpe` | per tensor, asymmetric | per tensor, asymmetric | fp32 `(2^b-1) / (hi - lo)` | `round(-lo * scale)` | no (the RTL has no zero point) |
-| `pow2` | like `hw` | like `hw` | `hw`'s scale rounded to 2^k (nearest in log2) | 0 | yes, unchanged |
+| `pow2` | like `hw` | like `hw` | `hw`'s scale rounded to 2^k: weights up or down by their error, activations down | 0 | yes, unchanged |
 
 Every rule is a fake quantization of the same shape, `code = clamp(round(x * scale) + zp, lo, hi)`,
 `value = (code - zp) / scale` (round half to even, fp32), so the integer model and the ONNX
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from pytorch_quantization.nn import TensorQuantizer
@@ -65,7 +65,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("snpe", "SNPE-like: asymmetric per-tensor unsigned codes with a zero point, fp32 scale",
            per_channel_weights=False, unsigned_activations="never", narrow_range=False, asymmetric=True,
            converter=False),
-    Preset("pow2", "power-of-two scales (2^k, nearest in log2), otherwise like hw", pow2_scale=True),
+    Preset("pow2", "power-of-two scales (2^k; weights rounded by their error, activations down), otherwise like hw", pow2_scale=True),
 )}
 
 
@@ -89,17 +89,43 @@ def _descriptor(q: TensorQuantizer) -> QuantDescriptor:
                            calib_method=calib_method(q))
 
 
-def pow2_amax(amax: torch.Tensor, num_bits: int, unsigned: bool) -> torch.Tensor:
-    """The amax whose pytorch-quantization scale `max_bound / amax` is 2^round(log2(max_bound / amax)).
+def pow2_amax(amax: torch.Tensor, num_bits: int, unsigned: bool, round_up: torch.Tensor | None = None) -> torch.Tensor:
+    """The amax whose pytorch-quantization scale `max_bound / amax` is a power of two 2^k.
 
-    `max_bound * 2^-k` is exact in fp32 and so is `max_bound / (max_bound * 2^-k) = 2^k`:
-    the library's own formula (and the RTL's SCALE register) then carries the power of two.
+    `k = floor(log2(max_bound / amax))` by default: the power-of-two amax is the calibrated amax or
+    up to 2x above it (at most one bit of resolution lost, nothing clipped beyond the calibration's
+    choice). Where `round_up` is True (per channel, chosen by the error it gives, see
+    `Pow2Quantizer.choose_rounding`), `k = ceil(...)`: twice the resolution, clipping to up to 2x below.
+    `max_bound * 2^-k` is exact in fp32 and so is `max_bound / (max_bound * 2^-k) = 2^k`: the
+    library's own formula (and the RTL's SCALE register) then carries the power of two.
     """
     max_bound = torch.tensor(2.0 ** (num_bits - 1 + int(unsigned)) - 1.0)
     amax = amax.float()
-    k = torch.round(torch.log2(max_bound.double() / amax.double().clamp_min(1e-38)))
+    exponent = torch.log2(max_bound.double() / amax.double().clamp_min(1e-38))
+    k = torch.floor(exponent)
+    if round_up is not None:
+        k = torch.where(round_up.to(torch.bool), torch.ceil(exponent), k)
     out = (max_bound * torch.pow(2.0, -k)).float()
     return torch.where(amax <= _EPSILON, amax, out)
+
+
+def squared_error(x: torch.Tensor, amax: torch.Tensor, num_bits: int, unsigned: bool, narrow: bool,
+                  axis: int | None) -> torch.Tensor:
+    """Sum of squared fake-quantization errors of `x` with `amax` (one per channel along `axis`,
+    else a scalar): the library's symmetric formula, fp32, round half to even."""
+    max_bound = 2.0 ** (num_bits - 1 + int(unsigned)) - 1.0
+    lo = 0.0 if unsigned else -max_bound - (0.0 if narrow else 1.0)
+    shape = [1] * x.dim()
+    if axis is not None and amax.numel() > 1:
+        shape[axis] = -1
+    amax = amax.float().reshape(shape) if amax.numel() > 1 else amax.float().reshape(())
+    scale = torch.where(amax <= _EPSILON, torch.zeros_like(amax), max_bound / amax.clamp_min(_EPSILON))
+    safe = torch.where(scale == 0, torch.ones_like(scale), scale)
+    q = torch.clamp(torch.round(x.float() * scale), lo, max_bound) / safe
+    error = (q - x.float()) ** 2
+    if axis is None or amax.numel() == 1:
+        return error.sum()
+    return error.transpose(0, axis).reshape(error.shape[axis], -1).sum(dim=1)
 
 
 class Pow2Quantizer(QuantizerBase):
@@ -107,12 +133,19 @@ class Pow2Quantizer(QuantizerBase):
 
     The calibrated (or clipped) amax stays in the amax buffer (`amax_buffer`); `amax` and every
     forward use the power-of-two amax for the current bit width, so changing bits keeps scales 2^k.
+    Which way each scale is rounded (`round_up`, per bit width) is chosen at calibration by the
+    quantization error it gives (`choose_rounding`; weights, on the weight itself); without a
+    choice (activations) the scale rounds down: nothing clipped beyond the calibrated amax.
     """
+
+    def __init__(self, quant_desc: QuantDescriptor = QuantDescriptor(), **kwargs):
+        super().__init__(quant_desc, **kwargs)
+        self.round_up: dict[int, torch.Tensor] = {}
 
     @property
     def amax(self):
         raw = amax_buffer(self)
-        return None if raw is None else pow2_amax(raw, self.num_bits, self.unsigned)
+        return None if raw is None else pow2_amax(raw, self.num_bits, self.unsigned, self.round_up.get(self.num_bits))
 
     @amax.setter
     def amax(self, value):
@@ -120,13 +153,35 @@ class Pow2Quantizer(QuantizerBase):
 
     def forward_amax(self, inputs):
         raw = super().forward_amax(inputs)
-        return pow2_amax(raw, self.num_bits, self.unsigned)
+        return pow2_amax(raw, self.num_bits, self.unsigned, self.round_up.get(self.num_bits))
+
+    def choose_rounding(self, bit_widths: range, raw_amax: Callable[[int], torch.Tensor],
+                        error: Callable[[torch.Tensor, int], torch.Tensor]) -> None:
+        """For each bit width, round each scale up or down, whichever gives the smaller `error`.
+
+        `raw_amax(bits)`: the calibrated amax at those bits; `error(amax, bits)`: the quantization
+        error of the tensor (or its histogram) with that amax, one value per channel or a scalar.
+        """
+        self.round_up = {}
+        for bits in bit_widths:
+            raw = raw_amax(bits).float()
+            down = pow2_amax(raw, bits, self.unsigned, torch.zeros_like(raw, dtype=torch.bool))
+            up = pow2_amax(raw, bits, self.unsigned, torch.ones_like(raw, dtype=torch.bool))
+            self.round_up[bits] = (error(up, bits) < error(down, bits)).reshape(raw.shape)
 
     # calibration file (sw.model.calibration): the raw amax, not its power of two at today's bits, so a
-    # reloaded quantizer rounds to the same 2^k at every bit width
+    # reloaded quantizer rounds to the same 2^k at every bit width; the rounding chosen per bit width
     def extra_calibration(self) -> dict[str, Any]:
         raw = amax_buffer(self)
-        return {} if raw is None else {"amax": raw.detach().float().tolist()}
+        entry: dict[str, Any] = {} if raw is None else {"amax": raw.detach().float().tolist()}
+        entry["pow2_round_up"] = {str(b): v.int().tolist() for b, v in self.round_up.items()}
+        return entry
+
+    def load_extra_calibration(self, entry: dict[str, Any]) -> None:
+        raw = amax_buffer(self)
+        shape = () if raw is None else raw.shape
+        self.round_up = {int(b): torch.tensor(v, dtype=torch.bool).reshape(shape)
+                         for b, v in entry.get("pow2_round_up", {}).items()}
 
 
 def _round_ste(x: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,7 @@ from sw.quant.adapter import weight_quantizer
 from sw.search.heldout import PHASE
 
 NAIVE = {"method": "max", "weight_method": "max", "prior": "laplace", "bit_allocation": False,
-         "bias_correction": "none"}
+         "bias_correction": "none", "rounding": "nearest"}
 ACIQ = {**NAIVE, "method": "aciq", "weight_method": "aciq"}
 
 
@@ -50,6 +50,8 @@ RECIPES: tuple[AblationRecipe, ...] = (
     AblationRecipe("percentile", {**NAIVE, "method": "percentile"}),
     AblationRecipe("entropy", {**NAIVE, "method": "entropy"}),
     AblationRecipe("mse", {**NAIVE, "method": "mse"}),
+    AblationRecipe("percentile + AdaRound", {**NAIVE, "method": "percentile", "rounding": "adaround"}),
+    AblationRecipe("ACIQ + AdaRound", {**ACIQ, "rounding": "adaround"}),
 )
 
 
@@ -73,8 +75,10 @@ def mean_weight_bits(qmodel) -> float:
 
 
 def run_ablation(study, weight_bits: int, input_bits: int, recipes: Sequence[AblationRecipe] = RECIPES, *,
-                 out_dir: Path | None = None, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """One row per recipe (plus fp32): its settings and held-out metrics at uniform W/A bits."""
+                 out_dir: Path | None = None, on_row: Callable[[dict], None] | None = None,
+                 end_bits: int | None = None) -> list[dict]:
+    """One row per recipe (plus fp32): its settings and held-out metrics at uniform W/A bits
+    (`end_bits`: the first and the last layer at those bits instead, as MQBench's benchmark)."""
     out_dir = out_dir or study.results_dir / "ablation"
     metrics = list(study.workload.accuracy.metrics)
     fp32 = study.evaluate(study.fp32_model, PHASE)
@@ -83,7 +87,7 @@ def run_ablation(study, weight_bits: int, input_bits: int, recipes: Sequence[Abl
         on_row(rows[0])
     for recipe in tqdm(recipes, desc="recipes", disable=not study.progress, leave=False):
         row: dict[str, Any] = {"recipe": recipe.name, **recipe.calibration, "weight_bits": weight_bits,
-                               "input_bits": input_bits}
+                               "input_bits": input_bits, "end_bits": end_bits}
         if recipe.calibration.get("bit_allocation") and not study.workload.quantization.per_channel_weights:
             row["note"] = "skipped: needs quantization.per_channel_weights: true"
             rows.append(row)
@@ -92,11 +96,16 @@ def run_ablation(study, weight_bits: int, input_bits: int, recipes: Sequence[Abl
             write_ablation(rows, out_dir, study, weight_bits, input_bits)
             continue
         file = out_dir / f"calibration_{_slug(recipe.name)}.json"
-        variant = study.variant({"calibration": {**recipe.calibration, "file": str(file)}})
+        changes: dict[str, dict[str, Any]] = {"calibration": {**recipe.calibration, "file": str(file)}}
+        if recipe.calibration.get("rounding", "nearest") != "nearest":  # learn the rounding at these bits only
+            changes["search"] = {"bits": {"lower": weight_bits, "upper": weight_bits}}
+        variant = study.variant(changes)
         start = time.perf_counter()
         qmodel = variant.quantized_model
         row["calibration_s"] = round(time.perf_counter() - start, 3)
         layer_bits = {name: (weight_bits, input_bits) for name in qmodel.layer_names}
+        if end_bits is not None:
+            layer_bits.update({name: (end_bits, end_bits) for name in (qmodel.layer_names[0], qmodel.layer_names[-1])})
         result = variant.evaluate_bits(layer_bits, PHASE)
         row["mean_weight_bits"] = round(mean_weight_bits(qmodel), 4)
         row.update({f"heldout_{m}": result[m] for m in metrics})
@@ -107,8 +116,8 @@ def run_ablation(study, weight_bits: int, input_bits: int, recipes: Sequence[Abl
     return rows
 
 
-COLUMNS = ("recipe", "method", "weight_method", "prior", "bit_allocation", "bias_correction", "weight_bits",
-           "input_bits", "mean_weight_bits")
+COLUMNS = ("recipe", "method", "weight_method", "prior", "bit_allocation", "bias_correction", "rounding",
+           "weight_bits", "input_bits", "end_bits", "mean_weight_bits")
 
 
 def write_ablation(rows: Sequence[dict], out_dir: Path, study, weight_bits: int, input_bits: int) -> dict[str, Path]:
@@ -128,20 +137,22 @@ def markdown(rows: Sequence[dict], study, weight_bits: int, input_bits: int) -> 
     metrics = list(study.workload.accuracy.metrics)
     w = study.workload
     samples = study.batches(PHASE).num_samples
-    lines = [f"Calibration ablation, {w.name} ({w.model.name}), every layer W{weight_bits}A{input_bits} "
+    end_bits = next((r.get("end_bits") for r in rows if r.get("end_bits") is not None), None)
+    layers = "every layer" if end_bits is None else f"first and last layer W{end_bits}A{end_bits}, every other"
+    lines = [f"Calibration ablation, {w.name} ({w.model.name}), {layers} W{weight_bits}A{input_bits} "
              f"(model input {w.quantization.baseline_bits} bits), held-out `{PHASE}` split ({samples} images).", "",
-             "| recipe | activations | weights | bit allocation | bias correction | mean weight bits | "
+             "| recipe | activations | weights | bit allocation | bias correction | rounding | mean weight bits | "
              + " | ".join(f"held-out {m}" for m in metrics) + " |",
-             "| --- " * (6 + len(metrics)) + "|"]
+             "| --- " * (7 + len(metrics)) + "|"]
     for r in rows:
         if r["recipe"] == "fp32":
-            settings = ["fp32", "fp32", "", "", "32"]
+            settings = ["fp32", "fp32", "", "", "", "32"]
         else:
             prior = f" ({r['prior']})"
             settings = [r["method"] + (prior if r["method"] == "aciq" else ""),
                         r["weight_method"] + (prior if r["weight_method"] == "aciq" else ""),
                         "yes" if r["bit_allocation"] else "", "" if r["bias_correction"] == "none" else r["bias_correction"],
-                        f"{r['mean_weight_bits']:.2f}" if "mean_weight_bits" in r else ""]
+                        r.get("rounding", "nearest"), f"{r['mean_weight_bits']:.2f}" if "mean_weight_bits" in r else ""]
         values = [f"{r[f'heldout_{m}']:.4f}" if f"heldout_{m}" in r else r.get("note", "") for m in metrics]
         lines.append("| " + " | ".join([r["recipe"], *settings, *values]) + " |")
     return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ from sw.data.datasets import build_loader
 from sw.evaluation.evaluate import Batches, evaluate
 from sw.evaluation.metrics import at_chance, chance_accuracy
 from sw.model.quantized_model import QuantizedModel
+from sw.model.reconstruction import ensure_rounding
 from sw.model.weighting import WEIGHTINGS
 from sw.nets.models import build_model
 from sw.search.heldout import PHASE, best_index, reevaluate
@@ -70,6 +71,10 @@ class Study:
         config.pop("results", None)
         config.get("search", {}).pop("runner", None)
         config.get("accuracy", {}).pop("chance_level", None)
+        calibration = config.get("calibration", {})
+        if calibration.get("rounding", "nearest") == "nearest":  # its settings change nothing then
+            for key in [k for k in calibration if k.startswith("rounding")]:
+                calibration.pop(key)
         model = config.get("model", {})
         if model.get("weights"):
             model["weights"] = {"sha256": _file_sha256(Path(model["weights"]))}
@@ -125,6 +130,7 @@ class Study:
                       corruption: Mapping[str, Any] | None = None) -> dict[str, float]:
         """Metrics of the quantized model at one bit configuration."""
         qmodel = self.quantized_model
+        ensure_rounding(qmodel, self, {wb for wb, _ in layer_bits.values()})  # bits outside the search's range
         qmodel.set_layer_bits(layer_bits)
         return self.evaluate(qmodel, phase, corruption)
 

@@ -165,8 +165,10 @@ def _recipe_quantized(recipe: Recipe, preset: str = "hw") -> QuantizedModel:
     return qmodel
 
 
-def _expected_scale(q, amax: torch.Tensor, bits: int) -> np.ndarray:
-    """The scale each preset's rule gives for a clipping's amax at `bits` (numpy, independent of sw.quant.presets)."""
+def _expected_scale(q, amax: torch.Tensor, bits: int, weight: torch.Tensor | None = None) -> np.ndarray:
+    """The scale each preset's rule gives for a clipping's amax at `bits` (numpy, independent of
+    sw.quant.presets); pow2: an activation's 2^k rounds down, a weight channel's to whichever of
+    the two neighbouring powers of two gives `weight` the smaller squared error."""
     a = amax.double().numpy().reshape(-1)
     if isinstance(q, AffineQuantizer):  # observed range clipped to [-amax, amax], widened to contain 0
         observed_lo, observed_hi = q.extra_calibration()["range"]
@@ -175,7 +177,16 @@ def _expected_scale(q, amax: torch.Tensor, bits: int) -> np.ndarray:
         return np.float32(np.float32(2 ** bits - 1) / (np.float32(hi) - np.float32(lo)))
     max_bound = 2.0 ** (bits - 1 + int(q.unsigned)) - 1
     if isinstance(q, Pow2Quantizer):
-        return np.exp2(np.round(np.log2(max_bound / a))).astype(np.float32)
+        down = np.exp2(np.floor(np.log2(max_bound / a))).astype(np.float32)
+        if weight is None:
+            return down
+        w = weight.detach().numpy().reshape(len(a), -1).astype(np.float32)
+        errors = []
+        for scale in (down, (down * 2).astype(np.float32)):
+            s = scale.reshape(-1, 1)
+            codes = np.clip(np.rint(w * s), -max_bound - 1, max_bound)
+            errors.append((((codes / s).astype(np.float64) - w) ** 2).sum(axis=1))
+        return np.where(errors[1] < errors[0], down * 2, down).astype(np.float32)
     return (np.float32(max_bound) / a.astype(np.float32)).astype(np.float32)
 
 
@@ -200,7 +211,7 @@ def test_deploy_forms_follow_bit_aware_clipping_and_per_layer_methods(preset):
         w_amax = wq.clipping.amax(MIXED[layer][0], wq.unsigned)  # ACIQ weight clipping at the weight bits
         conv = next(op for op in graph.ops if op.kind in ("conv", "linear") and op.attrs["layer"] == layer)
         np.testing.assert_array_equal(conv.attrs["weight_params"].scale.numpy().reshape(-1),
-                                      _expected_scale(wq, w_amax, MIXED[layer][0]).reshape(-1))
+                                      _expected_scale(wq, w_amax, MIXED[layer][0], qmodel.fp32_weight(layer)).reshape(-1))
     assert len(amaxes) == len(LAYER_METHODS)  # the methods and bits really differ
     data = [(images(32, seed=2), None)]
     for name, deployed in (("integer", integer_run(IntegerModel.from_graph(graph))),

@@ -7,7 +7,7 @@ import csv
 import pytest
 
 from sw.cli import main
-from sw.study.ablation import RECIPES
+from sw.study.ablation import RECIPES, run_ablation
 from sw.study.study import Study
 
 
@@ -43,3 +43,17 @@ def test_bad_bits_are_one_line(bits, write_workload, capsys):
     assert main(["ablate", str(path), "--bits", bits]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --bits: expected") and "\n" not in err
+
+
+def test_ends_keeps_the_first_and_last_layer_at_their_bits(write_workload, capsys):
+    """MQBench's academic setting: first and last layer at 8 bits, the others at the ablated bits."""
+    path = write_workload({"name": "tiny_ablation_ends"})
+    study = Study(path)
+    rows = run_ablation(study, 2, 4, RECIPES[:1], out_dir=study.results_dir / "ends", end_bits=8)
+    names = study.quantized_model.layer_names
+    check = study.variant({"calibration": {"method": "max", "file": str(study.results_dir / "ends" / "c.json")}})
+    bits = {n: (8, 8) if n in (names[0], names[-1]) else (2, 4) for n in names}
+    assert float(rows[1]["heldout_top1"]) == pytest.approx(check.evaluate_bits(bits, "reevaluation")["top1"])
+    assert "first and last layer W8A8" in (study.results_dir / "ends" / "ablation.md").read_text()
+    assert main(["ablate", str(path), "--bits", "W2A4", "--ends", "1"]) == 2
+    assert "--ends" in capsys.readouterr().err
