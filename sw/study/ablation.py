@@ -52,6 +52,7 @@ RECIPES: tuple[AblationRecipe, ...] = (
     AblationRecipe("mse", {**NAIVE, "method": "mse"}),
     AblationRecipe("percentile + AdaRound", {**NAIVE, "method": "percentile", "rounding": "adaround"}),
     AblationRecipe("ACIQ + AdaRound", {**ACIQ, "rounding": "adaround"}),
+    AblationRecipe("ACIQ + AdaRound + mean correction", {**ACIQ, "rounding": "adaround", "bias_correction": "mean"}),
 )
 
 
