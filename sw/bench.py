@@ -13,7 +13,9 @@ its own fp32 time (a shared machine's slow spells hit both):
 - fake quant, weights every forward: pytorch-quantization's default behaviour.
 
 Then the search's evaluation throughput on the default study: candidates per second of a dask
-LocalCluster with 2 worker processes vs the serial runner, on the same candidates; the
+LocalCluster and of a `dask scheduler` with `dask worker` processes (2 one-thread workers each) vs
+the serial runner, on the same candidates, as parallel efficiency (candidates/s over 2 x the
+one-thread serial rate), with dask's own cost per task and per call (`task_overhead`); the
 calibration time of each method (statistics, then amax at every bit width 2..8 as a search
 needs it) as a ratio to max calibration, with pytorch-quantization's own entropy search on one
 histogram for comparison. Emulate a 2-core CI machine with `taskset -c 0,1`.
@@ -25,11 +27,13 @@ import argparse
 import copy
 import logging
 import os
+import pickle
 import statistics
 import time
 import warnings
 
 import absl.logging
+import cloudpickle
 
 # torch.jit deprecation chatter from pytorch-quantization's import is not a benchmark result
 warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
@@ -45,7 +49,7 @@ from sw.problems.quantization_problem import worker_problem
 from sw.quant.adapter import library_entropy_amax
 from sw.quant.clipping import Histogram, entropy_amax
 from sw.search.allocator import keep_freed_memory
-from sw.search.runner import DaskBackend, SerialBackend
+from sw.search.runner import DaskBackend, DaskProcesses, SerialBackend, split_batches
 from sw.study.study import Study
 
 
@@ -116,17 +120,70 @@ def bench_model(name: str, model: torch.nn.Module, batches: int, batch_size: int
                for k in ("once", "modules", "unfused", "every")}}
 
 
-def _warm_worker(workload: str, thresholds: tuple[float, ...], x) -> None:
-    """Build a dask worker's problem (model, calibration) and evaluate one candidate (compiles the
-    fused quantizer) before the clock starts, as the serial runner is warmed."""
-    worker_problem(workload, thresholds).evaluate_one(x)
+def _warm_worker(workload: str, thresholds: tuple[float, ...], xs: list) -> None:
+    """Build a dask worker's problem (model, calibration) and evaluate `xs` (compiles the fused
+    quantizer, quantizes every layer's weights at every bit width) before the clock starts, as the
+    serial runner is warmed."""
+    problem = worker_problem(workload, thresholds)
+    for x in xs:
+        problem.evaluate_one(x)
 
 
-def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
-    """Candidates per second on the default study: serial (this process) vs a dask LocalCluster."""
+def _no_op(x) -> dict:
+    return {"x": x}
+
+
+def _cpu_seconds(processes: list) -> list[float]:
+    """User + system CPU seconds of each psutil process so far (0 for one that has ended)."""
+    times = []
+    for process in processes:
+        try:
+            t = process.cpu_times()
+            times.append(t.user + t.system)
+        except Exception:  # noqa: BLE001  # psutil.NoSuchProcess and kin: an ended process counts nothing
+            times.append(0.0)
+    return times
+
+
+def task_overhead(backend: DaskBackend, cluster: DaskProcesses, tasks: int = 200) -> dict[str, float]:
+    """Cost of the dask path alone, with a function that does nothing: `tasks` one-candidate tasks
+    through `backend` (connected to `cluster`), wall ms per task and CPU ms per task of the scheduler,
+    the worker processes (nannies included) and this process (the client); and the fixed cost of
+    one call (a generation) with one task per worker: hand out, run, collect (median of 20)."""
+    import psutil  # lazy: comes with dask.distributed, only for this benchmark
+
+    roles = {"scheduler": [psutil.Process(cluster.processes[0].pid)], "workers": [], "client": [psutil.Process()]}
+    for process in cluster.processes[1:]:
+        nanny = psutil.Process(process.pid)
+        roles["workers"] += [nanny, *nanny.children(recursive=True)]
+    xs = [np.zeros(4, dtype=np.int64) for _ in range(tasks)]
+    batches, backend.batches_per_worker = backend.batches_per_worker, tasks  # one candidate per task
+    try:
+        list(backend.imap(_no_op, xs[:20]))  # warm-up
+        before = {role: _cpu_seconds(ps) for role, ps in roles.items()}
+        start = time.perf_counter()
+        list(backend.imap(_no_op, xs))
+        wall = time.perf_counter() - start
+        after = {role: _cpu_seconds(ps) for role, ps in roles.items()}
+        workers = len(cluster.processes) - 1
+        call_ms = statistics.median(_time(lambda: list(backend.imap(_no_op, xs[:workers])), 1) for _ in range(20)) * 1e3
+    finally:
+        backend.batches_per_worker = batches
+    out = {"wall_ms": wall / tasks * 1e3, "call_ms": call_ms}
+    for role in roles:
+        out[f"{role}_cpu_ms"] = sum(max(0.0, b - a) for a, b in zip(before[role], after[role])) / tasks * 1e3
+    return out
+
+
+def bench_runners(candidates: int, workers: int = 2, repeats: int = 5) -> dict:
+    """Candidates per second on the default study: the serial runner (this process, on torch's
+    threads and on one), a dask LocalCluster and a scheduler with workers started as separate
+    `dask scheduler` / `dask worker` processes, each with `workers` one-thread workers. One cluster
+    at a time (as a search has), each measured `repeats` times interleaved with the serial runner.
+    Parallel efficiency = candidates/s / (workers x one-thread serial candidates/s of the same
+    repeat), median over repeats. Also the dask path's own cost per task and per call."""
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")  # worker processes read it too
     import distributed  # noqa: F401  # lazy: after the variable above (its loggers read it on import); quieted below
-
 
     for name in ("distributed", "dask"):  # cluster start/stop chatter is not a benchmark result
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -135,37 +192,90 @@ def bench_runners(candidates: int, workers: int = 2) -> dict[str, float]:
     problem = study.plugin.prepare_exploration_function(study.quantized_model, study, [0.0])
     rng = np.random.default_rng(1)
     lower, upper = int(problem.xl[0]), int(problem.xu[0])
-    X = [rng.integers(lower, upper + 1, problem.n_var) for _ in range(candidates + 2)]
-    warm, X = X[:2], X[2:]
+    X = [rng.integers(lower, upper + 1, problem.n_var) for _ in range(candidates)]
+    # every layer at every bit width, as a search's first population does, so no runner quantizes
+    # weights inside the clock; then the first candidates (the fused kernel is built, caches warm)
+    warm = [np.full(problem.n_var, bits) for bits in range(lower, upper + 1)] + X[:2]
 
     def run(backend, xs) -> tuple[float, float]:
-        """(wall seconds for all of xs, mean seconds one evaluation took where it ran)."""
+        """(candidates per second, mean seconds one evaluation took where it ran)."""
         start = time.perf_counter()
         results = list(backend.imap(problem.evaluate_one, xs))
         assert len(results) == len(xs)
-        return time.perf_counter() - start, statistics.mean(out["wall_time"] for _, out in results)
+        return len(xs) / (time.perf_counter() - start), statistics.mean(out["wall_time"] for _, out in results)
 
+    threads = torch.get_num_threads()
     serial = SerialBackend()
     run(serial, warm)
-    threads = torch.get_num_threads()
-    serial_s, serial_task = run(serial, X)
-    torch.set_num_threads(1)  # what each dask worker uses
+    samples: dict[str, list[tuple[float, float]]] = {kind: [] for kind in ("serial", "serial1", "local", "external")}
+    startup: dict[str, float] = {}
+    out: dict = {}
+
+    def measure(kind: str, backend: DaskBackend, started: float) -> None:
+        backend.client.run(_warm_worker, str(study.workload.path), (0.0,), warm)
+        run(backend, warm[-2:])  # a first call (an external cluster's also compares each worker's numbers)
+        startup[kind] = time.perf_counter() - started
+        for _ in range(repeats):  # interleaved: a shared machine's slow spells hit every runner alike
+            samples["serial"].append(run(serial, X))
+            torch.set_num_threads(1)  # what each dask worker uses
+            try:
+                samples["serial1"].append(run(serial, X))
+            finally:
+                torch.set_num_threads(threads)
+            samples[kind].append(run(backend, X))
+        out[f"{kind}_efficiencies"] = [d / (workers * s) for (d, _), (s, _)
+                                       in zip(samples[kind], samples["serial1"][-repeats:])]
+
+    started = time.perf_counter()
+    local = DaskBackend(workers)
     try:
-        serial1_s, _ = run(serial, X)
+        measure("local", local, started)
     finally:
-        torch.set_num_threads(threads)
-    start = time.perf_counter()
-    dask = DaskBackend(workers)
-    try:
-        dask.client.run(_warm_worker, str(study.workload.path), (0.0,), warm[0])
-        startup_s = time.perf_counter() - start
-        dask_s, dask_task = run(dask, X)
-    finally:
-        dask.close()
-    return {"candidates": candidates, "workers": workers, "serial_cps": candidates / serial_s,
-            "serial1_cps": candidates / serial1_s, "dask_cps": candidates / dask_s, "startup_s": startup_s,
-            "ratio": serial_s / dask_s, "ratio1": serial1_s / dask_s, "serial_task_s": serial_task,
-            "dask_task_s": dask_task, "study": study.workload.name, "threads": threads}
+        local.close()
+    started = time.perf_counter()
+    with DaskProcesses(workers) as cluster:
+        external = DaskBackend(workers, cluster.address)
+        try:
+            measure("external", external, started)
+            overhead = task_overhead(external, cluster)
+        finally:
+            external.close()
+    batch = [X[i] for i in split_batches(candidates, DaskBackend.batches_per_worker * workers)[0]]  # one task's
+    shipped = {"to_worker_bytes": len(cloudpickle.dumps(problem.evaluate_one)) + len(pickle.dumps(batch)),
+               "back_bytes": len(pickle.dumps([problem.evaluate_one(x) for x in batch])), "batch": len(batch)}
+    out.update({"candidates": candidates, "workers": workers, "repeats": repeats, "threads": threads,
+                "study": study.workload.name, "startup_s": startup, "overhead": overhead, "shipped": shipped})
+    for kind, values in samples.items():
+        out[f"{kind}_cps"] = statistics.median(cps for cps, _ in values)
+        out[f"{kind}_task_s"] = statistics.median(task for _, task in values)
+    for kind in ("local", "external"):
+        out[f"{kind}_efficiency"] = statistics.median(out[f"{kind}_efficiencies"])
+    return out
+
+
+def print_runners(r: dict) -> None:
+    """The runner benchmark as a table: every runner side by side, one run."""
+    w = r["workers"]
+    print(f"\nsearch evaluation, default study ({r['study']}): {r['candidates']} candidates per call; one cluster at "
+          f"a time, {r['repeats']} repeats each, interleaved with the serial runner (medians); parallel efficiency = "
+          f"candidates/s / ({w} x serial on 1 thread, same repeat); goal >= 0.9")
+    print(f"{'runner':<44}{'cand/s':>8}{'ms/eval':>9}{'vs serial':>11}{'efficiency':>12}")
+    rows = (("serial", f"serial, {r['threads']} torch threads"), ("serial1", "serial, 1 torch thread"),
+            ("local", f"dask LocalCluster, {w} workers x 1 thread"),
+            ("external", f"dask scheduler + {w} `dask worker --nthreads 1`"))
+    for kind, label in rows:
+        efficiency = f"{r[kind + '_efficiency']:>11.2f}" if kind + "_efficiency" in r else f"{'':>11}"
+        print(f"{label:<44}{r[kind + '_cps']:>8.2f}{r[kind + '_task_s'] * 1e3:>9.0f}"
+              f"{r[kind + '_cps'] / r['serial_cps']:>10.2f}x{efficiency}")
+    for kind in ("local", "external"):
+        print(f"  {kind} efficiency per repeat: " + " ".join(f"{e:.2f}" for e in r[kind + "_efficiencies"]))
+    o, s = r["overhead"], r["shipped"]
+    print(f"dask per task (external scheduler, no-op tasks): {o['wall_ms']:.1f} ms wall; CPU "
+          f"{o['scheduler_cpu_ms']:.2f} ms scheduler, {o['workers_cpu_ms']:.2f} ms workers, "
+          f"{o['client_cpu_ms']:.2f} ms client; one call of one no-op task per worker {o['call_ms']:.1f} ms")
+    print(f"shipped per task of {s['batch']} candidates: {s['to_worker_bytes']} bytes out, {s['back_bytes']} bytes "
+          f"back (the problem goes as its workload path, built once per worker); cluster start + warm-up (not "
+          f"counted) {r['startup_s']['local']:.1f} s local, {r['startup_s']['external']:.1f} s external")
 
 
 def bench_calibration(model: torch.nn.Module, batches: int, batch_size: int) -> dict[str, float]:
@@ -202,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--calib-batches", type=int, default=4, help="batches for the calibration benchmark")
-    parser.add_argument("--candidates", type=int, default=32, help="candidates for the dask vs serial benchmark")
+    parser.add_argument("--candidates", type=int, default=32, help="candidates per call in the runner benchmark")
+    parser.add_argument("--runner-repeats", type=int, default=5, help="interleaved repeats of the runner benchmark")
     parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
     args = parser.parse_args(argv)
     absl.logging.set_verbosity(absl.logging.ERROR)
@@ -211,15 +322,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only in (None, "models"):
         bench_models(args)
     if args.only in (None, "runners"):
-        r = bench_runners(args.candidates)
-        print(f"\nsearch evaluation on the default study ({r['study']}), {r['candidates']} candidates: "
-              f"serial ({r['threads']} torch threads) {r['serial_cps']:.2f}/s, dask LocalCluster "
-              f"{r['workers']} workers x 1 thread {r['dask_cps']:.2f}/s: {r['ratio']:.2f}x; serial on 1 thread "
-              f"{r['serial1_cps']:.2f}/s: dask {r['ratio1']:.2f}x that; goal >= 1.8x\n"
-              f"(cluster start + model and one evaluation per worker {r['startup_s']:.1f} s, not counted; one "
-              f"evaluation took {r['serial_task_s'] * 1e3:.0f} ms serial on {r['threads']} threads, "
-              f"{r['dask_task_s'] * 1e3:.0f} ms in a worker; {r['workers']} one-thread workers can at best reach "
-              f"{r['workers']}x the 1-thread rate, {r['workers'] * r['serial1_cps']:.2f}/s here)")
+        print_runners(bench_runners(args.candidates, repeats=args.runner_repeats))
     if args.only in (None, "calibration"):
         bench_calibration_table(args)
     return 0
