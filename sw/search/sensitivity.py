@@ -13,7 +13,8 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,18 +33,27 @@ def _weights(model: nn.Module, layers: Sequence[str]) -> list[torch.Tensor]:
     return [modules[name].weight for name in layers]
 
 
-def hutchinson_traces(model: nn.Module, layers: Sequence[str], batches: Iterable, loss_fn: LossFunction,
-                      samples: int = 16, seed: int = 0) -> list[float]:
-    """tr(H) of the loss with respect to each layer's weight, averaged over `batches` and `samples`
-    Rademacher probes per batch (the model in eval mode; gradients of the weights only)."""
-    weights = _weights(model, layers)
-    generator = torch.Generator().manual_seed(seed)
-    totals = [0.0] * len(weights)
-    count = 0
+@contextmanager
+def _differentiable(weights: list[torch.Tensor]) -> Iterator[list[torch.Tensor]]:
+    """The weights with gradients on for the block, as they were after it."""
     flags = [w.requires_grad for w in weights]
     for w in weights:
         w.requires_grad_(True)
     try:
+        yield weights
+    finally:
+        for w, flag in zip(weights, flags):
+            w.requires_grad_(flag)
+
+
+def hutchinson_traces(model: nn.Module, layers: Sequence[str], batches: Iterable, loss_fn: LossFunction,
+                      samples: int = 16, seed: int = 0) -> list[float]:
+    """tr(H) of the loss with respect to each layer's weight, averaged over `batches` and `samples`
+    Rademacher probes per batch (the model in eval mode; gradients of the weights only)."""
+    generator = torch.Generator().manual_seed(seed)
+    count = 0
+    with _differentiable(_weights(model, layers)) as weights:
+        totals = [0.0] * len(weights)
         for x, y in batches:
             loss = loss_fn(model(x), y)
             grads = torch.autograd.grad(loss, weights, create_graph=True)
@@ -53,29 +63,19 @@ def hutchinson_traces(model: nn.Module, layers: Sequence[str], batches: Iterable
                 for i, (v, hv) in enumerate(zip(probes, products)):
                     totals[i] += float((v * hv).sum())
                 count += 1
-    finally:
-        for w, flag in zip(weights, flags):
-            w.requires_grad_(flag)
     return [t / max(1, count) for t in totals]
 
 
 def fisher_traces(model: nn.Module, layers: Sequence[str], batches: Iterable, loss_fn: LossFunction) -> list[float]:
     """tr(F) of each layer's weight: the mean over batches of the squared gradient's sum."""
-    weights = _weights(model, layers)
-    totals = [0.0] * len(weights)
     count = 0
-    flags = [w.requires_grad for w in weights]
-    for w in weights:
-        w.requires_grad_(True)
-    try:
+    with _differentiable(_weights(model, layers)) as weights:
+        totals = [0.0] * len(weights)
         for x, y in batches:
             grads = torch.autograd.grad(loss_fn(model(x), y), weights)
             for i, g in enumerate(grads):
                 totals[i] += float((g.double() ** 2).sum())
             count += 1
-    finally:
-        for w, flag in zip(weights, flags):
-            w.requires_grad_(flag)
     return [t / max(1, count) for t in totals]
 
 
