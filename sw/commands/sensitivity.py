@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from sw.core.durable import atomic_write
 from sw.evaluation.evaluate import evaluate
+from sw.model.reconstruction import ensure_rounding
 from sw.search.sensitivity import fisher_traces, hutchinson_traces, proxy, spearman, weight_perturbation
 from sw.study.study import Study
 
@@ -55,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = [(i, b) for i in range(len(layers)) for b in range(w.search.bits.lower, w.search.bits.upper + 1)]
     for i, bits in tqdm(pairs, desc="layers x bits", disable=not args.progress, leave=False):
         name = layers[i]
-        study.evaluate_bits({**base_bits, name: (bits, bits)}, PHASE)  # learns the rounding where the workload asks
+        ensure_rounding(qmodel, study, {bits})  # learned rounding, where the workload asks for it
+        qmodel.set_layer_bits({**base_bits, name: (bits, bits)})
         loss, top1 = _loss(qmodel, data), evaluate(qmodel, data)["top1"]
         n = qmodel.layers()[name].weight.numel()
         perturbation = weight_perturbation(qmodel, name, bits)
