@@ -16,7 +16,6 @@ import pytest
 from cosim.comparison import unpack_codes
 from cosim.cosimulation import run_cosim
 from sw.study.study import Study
-from cosim.cosimulation import select_point
 
 FIRST_CONV = "features.0.0"
 
@@ -121,6 +120,7 @@ def test_full_default_workload_cosim(point):
     study = Study()
     if point == "best" and not study.db_path.exists():
         pytest.skip("run `make explore` first: no Pareto front of the default workload yet")
+    from cosim.cosimulation import select_point
 
     result = run_cosim(study, select_point(study, point), point=point)
     assert result.elements >= 100_000

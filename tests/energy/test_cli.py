@@ -9,9 +9,6 @@ from pathlib import Path
 
 import pytest
 import tiny_net
-from energy.engines.timeloop import missing_parts
-from sw.core.errors import WorkloadError
-from sw.config.workload import load_workload
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,6 +71,7 @@ def test_table_then_cache_hits(tmp_path):
 ])
 def test_bad_engine_settings_are_one_line(tmp_path, energy, message):
     if "timeloop" in energy:
+        from energy.engines.timeloop import missing_parts
 
         if not missing_parts():
             pytest.skip("Timeloop is installed here")
@@ -100,6 +98,8 @@ def test_help():
 
 
 def test_residency_without_fused_pooling_is_a_workload_error(tmp_path):
+    from sw.core.errors import WorkloadError
+    from sw.config.workload import load_workload
 
     path = workload(tmp_path, "energy: {residency: true}")
     with pytest.raises(WorkloadError, match="energy.elementwise: expected fused when energy.residency is true") as info:

@@ -6,7 +6,6 @@ from torch import nn
 
 from energy.trace import trace_layers
 from sw.core.errors import UserError
-from sw.nets.models import DigitsCNN
 
 
 class Mixed(nn.Module):
@@ -60,6 +59,7 @@ def test_trace_resnet18_names_match_named_modules():
 
 def test_trace_matches_quantized_model_layer_names():
     qm = pytest.importorskip("sw.model.quantized_model")
+    from sw.nets.models import DigitsCNN
 
     model = DigitsCNN(10)
     layers = trace_layers(model, [3, 32, 32])

@@ -5,7 +5,6 @@ import random
 import pytest
 
 from energy.packing import dram_words
-from energy.packing import channel_dram_words
 
 
 def reference_words(n_values: int, bits: int, word_bits: int) -> int:
@@ -40,6 +39,7 @@ def test_dram_words_rejects_bad_input(args):
 
 
 def test_channel_layout_pads_each_channel_to_a_word():
+    from energy.packing import channel_dram_words
 
     rng = random.Random(7)
     for _ in range(100):

@@ -15,7 +15,6 @@ from energy.engines.base import Residency
 from energy.packing import dram_words
 from energy.table import TableSpec
 from energy.trace import trace_dataflow, trace_layers
-from energy.engines import get_engine
 
 DRAM_PJ = 1000.0  # eyeriss_edge / tiny_edge: 1000 pJ per 64-bit DRAM word
 WORD = 64
@@ -133,6 +132,7 @@ def test_residual_add_reads_the_shortcut_at_its_stored_bits(tmp_path, mode):
 
 def test_batch_reuses_weights_and_scales_activations(tmp_path):
     hardware, mapping = tiny_edge(tmp_path)
+    from energy.engines import get_engine
 
     engine = get_engine("zigzag", str(hardware), mapping=str(mapping), lpf_limit=4)
     one = engine.evaluate(conv(16, 16, 4, k=1), 4, 4, [4])[4]

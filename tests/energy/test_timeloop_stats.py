@@ -27,9 +27,6 @@ from energy.engines.timeloop import (SHIPPED, StatsError, TimeloopEngine, failur
                                      layer_metrics, parse_stats, problem_dims)
 from energy.layers import LayerGeometry
 from sw.core.errors import UserError
-from energy.engines.timeloop import template_data
-from energy.engines.zigzag import zigzag_root
-from energy.engines.base import Residency
 
 FIXTURES = Path(__file__).parent / "fixtures" / "timeloop"
 LPDDR4_PJ_PER_BIT = 8.0
@@ -260,6 +257,8 @@ def _storages(nodes):
 def test_shipped_eyeriss_like_mirrors_zigzags(wb, ib, ob):
     import jinja2
 
+    from energy.engines.timeloop import template_data
+    from energy.engines.zigzag import zigzag_root
 
     zz = yaml.safe_load((zigzag_root() / "inputs" / "hardware" / "eyeriss_like.yaml").read_text())
     g = PADDED
@@ -298,6 +297,7 @@ def test_accelerators_command_lists_the_shipped_timeloop_ones():
 
 
 def test_residency_and_pooling_traffic_are_refused_in_one_line():
+    from energy.engines.base import Residency
 
     engine = get_engine("timeloop", "eyeriss_like")
     assert not engine.supports_residency and engine.activation_buffer() is None

@@ -11,7 +11,6 @@ from energy.engines.zigzag import ZigZagEngine, zigzag_root
 from energy.layers import LayerGeometry
 from energy.packing import dram_words
 from sw.core.errors import UserError
-from energy.engines.timeloop import missing_parts
 
 DRAM_COLUMNS = [c for c in METRICS if c.startswith("dram_")]
 
@@ -107,6 +106,7 @@ def test_missing_or_invalid_accelerator_file(tmp_path):
 
 
 def test_timeloop_missing_says_how_to_install():
+    from energy.engines.timeloop import missing_parts
 
     if not missing_parts():
         pytest.skip("Timeloop is installed here")

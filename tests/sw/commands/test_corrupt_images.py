@@ -16,8 +16,6 @@ from workload_files import TINY, deep_update
 from sw.cli import main
 from sw.commands.corrupt_images import path_seed
 from sw.data import corruptions
-from sw.config.workload import load_workload
-from sw.data.datasets import build_dataset
 
 
 @pytest.fixture
@@ -121,6 +119,8 @@ def test_command_line_entry_point_runs_without_traceback(image_folder, tmp_path)
 
 def test_output_tree_loads_as_an_imagenet_c_dataset_of_a_workload(tmp_path, write_workload):
     """corrupt-images writes what the `imagenet_c` dataset reads: <condition>/<severity>/<class>/<image>."""
+    from sw.config.workload import load_workload
+    from sw.data.datasets import build_dataset
 
     root = tmp_path / "clean"
     photos = {"cat": [data.chelsea(), data.coffee()], "rocket": [data.rocket()]}

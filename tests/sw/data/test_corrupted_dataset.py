@@ -10,8 +10,6 @@ from torch.utils.data import TensorDataset
 
 from sw.data import corruptions
 from sw.data.corrupted_dataset import CorruptedDataset, to_float_chw, to_uint8_hwc
-from sw.data.corrupted_dataset import cache_dir_for
-from sw.study.study import Study
 
 
 def digits_dataset(n: int = 12) -> TensorDataset:
@@ -136,6 +134,8 @@ def test_materialize_a_subset_keeps_each_images_seed(base, tmp_path):
 
 
 def test_a_study_explored_under_a_condition_caches_its_corrupted_images(write_workload):
+    from sw.data.corrupted_dataset import cache_dir_for
+    from sw.study.study import Study
 
     snow = {"condition": "snow", "severity": 2}
     path = write_workload({"datasets": {"exploration": {"sample_limit": 12, "batch_size": 12, "corruption": snow}}})

@@ -23,9 +23,6 @@ from sw.model.calibration import Recipe
 from sw.model.quantized_model import QuantizedModel
 from sw.quant.clipping import HISTOGRAM_METHODS
 from sw.quant.presets import AffineQuantizer, Pow2Quantizer
-from sw.quant.presets import quant_params
-from sw.study.study import Study
-from sw.config.workload import default_workload_path
 
 MIXED = {"stem.0": (3, 8), "conv1": (5, 4), "conv2": (4, 3), "side": (8, 5), "head": (6, 6), "fc": (7, 8)}
 
@@ -151,6 +148,7 @@ def test_qdq_onnx_in_onnxruntime_equals_fake_quant(preset):
 
 
 def params_lo(qmodel, layer: str) -> int:
+    from sw.quant.presets import quant_params
 
     return quant_params(qmodel.quantizers()[f"{layer}.weight"]).lo
 
@@ -242,6 +240,7 @@ def test_calibration_features_without_an_integer_form_are_refused(recipe, messag
 # -- the export command on the (tiny) default workload --------------------------------------------
 def test_integer_model_vs_fake_quant_on_the_default_workload(tiny_workload):
     """The trained digits CNN at a mixed configuration: identical codes, logits and held-out accuracy."""
+    from sw.study.study import Study
 
     study = Study(tiny_workload)
     study.quantized_model.set_layer_bits(dict(zip(study.quantized_model.layer_names, [(5, 5), (4, 4), (3, 3), (6, 6)])))
@@ -259,6 +258,7 @@ def test_export_command_writes_verified_onnx_int_and_checkpoint(tiny_workload, c
     assert main(["export", str(tiny_workload), "--uniform", "5"]) == 0
     out = capsys.readouterr().out
     assert "onnxruntime" in out and "integer" in out
+    from sw.study.study import Study
 
     folder = Study(tiny_workload).results_dir / "deploy"
     with open(folder / "deploy.csv") as fh:
@@ -285,6 +285,7 @@ def test_export_and_retrain_refuse_per_channel_weight_bits_with_one_line(tiny_wo
     workload, exit 2, nothing written (the trained CNN of the tiny workload is shared)."""
     import yaml
 
+    from sw.study.study import Study
 
     raw = yaml.safe_load(tiny_workload.read_text())
     raw["name"] = "tiny_alloc"
@@ -306,6 +307,7 @@ def test_default_study_best_point_in_onnxruntime(tmp_path, capsys):
     """The default study (digits CNN): search, then its best point through the integer model and onnxruntime."""
     import yaml
 
+    from sw.config.workload import default_workload_path
 
     raw = yaml.safe_load(default_workload_path().read_text())
     raw["results"] = {"dir": str(tmp_path / "results")}

@@ -110,8 +110,6 @@ def test_wrong_files_are_refused_with_one_clear_error(tmp_path):
 # -- bit-aware clipping and the ACIQ recipe at model level ---------------------------------------------
 from sw.model.calibration import Recipe  # noqa: E402
 from sw.quant.clipping import Histogram, entropy_amax, mse_amax  # noqa: E402
-from sw.config.workload import load_workload
-from sw.core.errors import WorkloadError
 
 
 @pytest.mark.parametrize("method,rule", [("entropy", entropy_amax), ("mse", mse_amax)])
@@ -188,6 +186,8 @@ def test_bit_allocation_and_bias_correction_in_the_model():
 
 
 def test_bit_allocation_needs_per_channel_weights(write_workload):
+    from sw.config.workload import load_workload
+    from sw.core.errors import WorkloadError
 
     path = write_workload({"calibration": {"bit_allocation": True}, "quantization": {"per_channel_weights": False}})
     with pytest.raises(WorkloadError, match="calibration.bit_allocation"):

@@ -15,7 +15,6 @@ from sw.model import inference_graph
 from sw.model.calibration import calibrate
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.quant.adapter import input_quantizer, set_layer_quantizer
-from sw.nets.models import DigitsCNN
 
 
 class ReluShapes(nn.Module):
@@ -145,6 +144,7 @@ def test_relu_arrangements_give_the_module_graphs_tensors(activations, unsigned,
 def test_models_give_the_module_graphs_logits(name, monkeypatch):
     """Random bits per layer, and the model's own input batch left unchanged (in-place passes
     write only over tensors the graph made)."""
+    from sw.nets.models import DigitsCNN
 
     torch.manual_seed(0)
     model = DigitsCNN(10) if name == "digits_cnn" else getattr(torchvision.models, name)(weights=None, num_classes=10)

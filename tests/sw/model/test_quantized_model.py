@@ -14,9 +14,6 @@ from sw.model.calibration import calibrate
 from sw.model.quantized_model import QuantizedModel, QuantSettings
 from sw.nets.models import DigitsCNN
 from sw.quant.adapter import QuantizerBase, hook_name, input_quantizer, weight_quantizer
-from sw.model.quantized_model import ActivationQuantizer
-from sw.quant import fused_quant
-from sw.model.inference_graph import CLAMPS
 
 
 def _model_with_known_inputs():
@@ -150,6 +147,8 @@ def test_activation_quantizer_is_bit_identical_to_the_library(unsigned, narrow, 
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw.model.quantized_model import ActivationQuantizer
+    from sw.quant import fused_quant
 
     fused, serial_below, grain = ACTIVATION_PATHS[path]
     if fused:
@@ -195,6 +194,8 @@ def test_fused_clamp_equals_the_relu_then_the_library(clamp, unsigned):
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw.model.inference_graph import CLAMPS
+    from sw.model.quantized_model import ActivationQuantizer
 
     require_fused_kernel()
     gen = torch.Generator().manual_seed(5)
@@ -219,6 +220,7 @@ def test_activation_quantizer_passes_the_library_gradient():
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw.model.quantized_model import ActivationQuantizer
 
     desc = QuantDescriptor(num_bits=4, amax=2.0)
     x = torch.linspace(-3.0, 3.0, 61, requires_grad=True)
@@ -244,6 +246,7 @@ def test_quantized_mobilenet_logits_equal_the_library_path(monkeypatch):
     """mobilenet_v2 (randomly initialised: some calibrated amax are ~1e-9, below the library's zero
     threshold) with frozen weights: the inference graph with its fused ReLU + quantizer passes
     gives the library's logits (module graph, library quantizers) bit for bit."""
+    from sw.model.quantized_model import ActivationQuantizer
 
     model, qmodel, data = frozen_4bit("mobilenet_v2", 4)
     amaxes = [float(q.amax) for n, q in qmodel.quantizers().items() if n.endswith(".input")]
@@ -267,6 +270,8 @@ def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_path
     from pytorch_quantization.nn import TensorQuantizer
     from pytorch_quantization.tensor_quant import QuantDescriptor
 
+    from sw.model.quantized_model import ActivationQuantizer
+    from sw.quant import fused_quant
 
     if fused:
         require_fused_kernel()
@@ -298,6 +303,7 @@ def test_activation_quantizer_on_one_thread_equals_the_threaded_and_library_path
 def test_quantized_resnet_outputs_do_not_depend_on_the_activation_thread_path(monkeypatch, two_threads):
     """A whole fake-quant model with frozen weights: identical logits with its activations
     quantized on one thread and split over two."""
+    from sw.quant import fused_quant
 
     model, qmodel, data = frozen_4bit("resnet18", 8)
     with torch.no_grad():

@@ -18,7 +18,6 @@ from sw.quant.adaround import nearest_up, rounded_weight
 from sw.quant.adapter import weight_quantizer
 from sw.quant.presets import QuantParams, quant_params
 from sw.study.study import Study
-from workload_files import write_tiny_workload
 
 SETTINGS = RoundingSettings(method="adaround", iterations=1000, batch_size=64)
 
@@ -86,6 +85,7 @@ def test_the_store_round_trips_and_refuses_corrupt_files_and_other_identities(tm
 
 @pytest.fixture(scope="module")
 def adaround_workload(tmp_path_factory):
+    from workload_files import write_tiny_workload  # lazy: a test helper module, as the other fixtures
 
     return write_tiny_workload(tmp_path_factory.mktemp("ada"), {
         "name": "ada", "search": {"bits": {"lower": 4, "upper": 5}},

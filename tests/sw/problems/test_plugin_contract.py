@@ -14,7 +14,6 @@ from cosim.cosimulation import select_point as cosim_select_point
 from sw.cli import main
 from sw.search.results import ResultsDB
 from sw.study.study import Study
-from sw.evaluation.evaluate import evaluate
 
 
 def expected_bits(x, study: Study) -> dict[str, tuple[int, int]]:
@@ -65,6 +64,7 @@ def test_evaluate_and_cosim_selection_go_through_the_plugin(explored, capsys):
     assert "bits per layer: " + ", ".join(f"{n}={b}/{b}" for n, (b, _) in want.items()) in out
     qmodel = study.quantized_model
     qmodel.set_layer_bits(want)
+    from sw.evaluation.evaluate import evaluate
 
     reference = evaluate(qmodel, study.batches("exploration"), ["top1"])["top1"]
     assert f"top1 {reference:.4f}" in out

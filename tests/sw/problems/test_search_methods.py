@@ -9,9 +9,6 @@ import pytest
 from sw.cli import main
 from sw.quant.adapter import input_quantizer
 from sw.study.study import Study
-from cosim.cosimulation import point_configuration
-from cosim.capture import capture
-from cosim.cosimulation import real_images
 
 METHODS = ["max", "entropy", "aciq"]
 
@@ -61,6 +58,7 @@ def test_a_search_over_bits_and_methods_writes_a_front(methods_workload, capsys)
         for name in study.quantized_model.layer_names:
             assert 0 <= int(row[f"{name}.clipping"]) < len(METHODS)
     # cosim simulates each point with the clipping methods it chose
+    from cosim.cosimulation import point_configuration
 
     layers = study.quantized_model.layer_names
     for index, row in enumerate(rows):
@@ -70,6 +68,8 @@ def test_a_search_over_bits_and_methods_writes_a_front(methods_workload, capsys)
 
 def test_cosim_captures_tensors_with_the_chosen_clipping(methods_workload):
     """cosim captures a point's tensors with the point's own input clipping, not the default."""
+    from cosim.capture import capture
+    from cosim.cosimulation import real_images
 
     study = Study(methods_workload)
     layers = study.quantized_model.layer_names

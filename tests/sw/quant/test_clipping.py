@@ -34,7 +34,6 @@ from sw.quant.clipping import (
     entropy_amax,
     mse_amax,
 )
-from sw.quant.clipping import MAX_BINS
 
 
 def _histogram(kind: str, bins: int, seed: int = 0) -> Histogram:
@@ -262,6 +261,7 @@ def test_bias_correction_zeroes_the_per_channel_mean_error_on_the_calibration_ba
 def test_a_histogram_that_grew_is_merged_to_a_bounded_size():
     """A later batch far wider than the first grows the library's histogram (same bin width); it is
     merged down so that entropy and mse stay fast, keeping every count and the range."""
+    from sw.quant.clipping import MAX_BINS
 
     calibrator = HistogramCalibrator(8, None, True, num_bins=2048)
     gen = torch.Generator().manual_seed(0)

@@ -17,8 +17,6 @@ from sw.quant.adapter import amax_buffer
 from sw.quant.clipping import apply_clipping
 from sw.quant.presets import AffineQuantizer, Pow2Quantizer, quant_params, resolve
 from sw.study.study import Study
-from sw.config.workload import load_workload
-from sw.core.errors import WorkloadError
 
 
 def test_hw_preset_is_the_library_formula_signed_and_unsigned():
@@ -192,6 +190,8 @@ def test_presets_fix_their_settings_and_leave_the_rest(preset, fixed):
 
 @pytest.mark.parametrize("preset", ["snpe", "pow2"])
 def test_bit_allocation_with_a_one_bit_width_preset_is_a_workload_error(write_workload, preset):
+    from sw.config.workload import load_workload
+    from sw.core.errors import WorkloadError
 
     path = write_workload({"calibration": {"bit_allocation": True}, "quantization": {"preset": preset}})
     with pytest.raises(WorkloadError, match=f"calibration.bit_allocation: expected false with quantization.preset {preset}"):

@@ -19,14 +19,6 @@ from workload_files import write_tiny_workload
 from sw.cli import main
 from sw.search.results import ResultsDB
 from sw.study.study import Study
-from energy.table import COLUMNS, EnergyTable, csv_path
-from energy.trace import workload_layers
-from sw.robustness.result import CLEAN, SweepModel, SweepResult
-from sw.robustness.store import write_csv
-from cosim.report import COLUMNS
-from sw.study.ablation import ACIQ, NAIVE, write_ablation
-from sw.report import figures, plots, tikz
-from sw.report.inputs import StudyInputs, read_csv
 
 FIGURES = ("front", "generations", "hypervolume", "bits", "energy", "weather")
 
@@ -50,6 +42,8 @@ def energy_value(column: str, layer_index: int, wb: int, ib: int, ob: int) -> fl
 
 def write_energy_table(study: Study) -> Path:
     """energy_table.csv through energy.table's own writer, with synthetic numbers for every bit width."""
+    from energy.table import COLUMNS, EnergyTable, csv_path
+    from energy.trace import workload_layers
 
     layers = workload_layers(study.workload)
     bits = [2, 3, 4, 5, 6, 8]
@@ -70,6 +64,8 @@ def accuracy_under(model: str, condition: str, severity: int) -> float:
 
 def write_weather(study: Study) -> Path:
     """weather/sweep.csv through sw.robustness.store's own writer."""
+    from sw.robustness.result import CLEAN, SweepModel, SweepResult
+    from sw.robustness.store import write_csv
 
     models = [SweepModel("fp32", None, 32.0), SweepModel("int8", {}, 8.0), SweepModel("P0", {}, 4.2)]
     result = SweepResult(1, "exploration", 0, ["top1"], ["fog", "snow"], [1, 3], models)
@@ -84,6 +80,7 @@ def write_weather(study: Study) -> Path:
 
 def write_cosim(study: Study, mismatching: int) -> Path:
     """A cosim report with the columns cosim.report writes; `mismatching` tensors fail."""
+    from cosim.report import COLUMNS
 
     path = study.results_dir / "cosim" / "best_icarus_w32.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,6 +117,7 @@ ABLATION = {"fp32": 0.9312, "naive (max)": 0.4871, "+ ACIQ (laplace)": 0.7654}
 
 def write_ablation_table(study: Study) -> None:
     """ablation.csv + ablation.md as `python -m sw ablate` writes them (its own writer), one recipe skipped."""
+    from sw.study.ablation import ACIQ, NAIVE, write_ablation
 
     rows = [{"recipe": "fp32", "heldout_top1": ABLATION["fp32"]}]
     for name, calibration in (("naive (max)", NAIVE), ("+ ACIQ (laplace)", ACIQ)):
@@ -396,6 +394,8 @@ def test_every_model_has_one_legend_entry_even_where_its_first_panel_is_empty(st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sw.report import figures, plots, tikz
+    from sw.report.inputs import StudyInputs, read_csv
 
     path = tmp_path / "sweep.csv"
     lines = ["model,condition,severity,top1", "fp32,clean,0,0.9"]

@@ -18,17 +18,6 @@ from sw.cli import main
 from sw.config.workload import load_workload
 from sw.core.errors import WorkloadError
 from sw.data import corruptions
-from sw.search.pareto import pareto_front
-from sw.search.results import ResultsDB
-from sw.study.study import Study
-from sw.data.datasets import build_dataset
-from sw.data.corrupted_dataset import to_float_chw, to_uint8_hwc
-from energy.build import build_table
-from energy.outputs import write_outputs
-from sw.robustness.result import SweepModel
-from sw.core.registry import Registry
-from sw.robustness import run
-from sw.search.costs import CostProvider
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL = {"datasets": {"exploration": {"sample_limit": 48, "batch_size": 48, "randomize": True, "seed": 3}}}
@@ -56,6 +45,9 @@ def explored(write_workload):
 
 
 def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, capsys):
+    from sw.search.pareto import pareto_front
+    from sw.search.results import ResultsDB
+    from sw.study.study import Study
 
     argv = ["weather-sweep", str(explored), "--conditions", "fog", "rain", "--severities", "1", "5",
             "--workers", "1", "--no-progress"]
@@ -90,6 +82,7 @@ def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, c
     for i, individual in enumerate(front):
         assert float(by_key[(f"P{i}", "clean", 0)]["top1"]) == pytest.approx(individual.metrics["top1"], abs=1e-6)
     # fp32 under fog 5: the same images as a workload asking for fog 5 gets from sw.data.datasets.
+    from sw.data.datasets import build_dataset
 
     spec = study.workload.dataset("exploration")
     foggy = build_dataset(spec.__class__({**spec, "corruption": {"condition": "fog", "severity": 5, "seed": 0}}))
@@ -106,6 +99,7 @@ def test_sweep_stores_results_writes_plots_and_reuses_rows(explored, tmp_path, c
 
 
 def test_sweep_without_exploration_is_a_clear_error_unless_baselines_only(write_workload, capsys):
+    from sw.study.study import Study
 
     path = write_workload({**SMALL, "name": "weather_no_exploration"})
     argv = ["weather-sweep", str(path), "--conditions", "snow", "--severities", "2", "--workers", "1", "--no-progress"]
@@ -150,6 +144,10 @@ def test_weather_workloads_measure_the_exploration_on_corrupted_data(condition):
 
 
 def test_exploration_under_a_condition_scores_candidates_on_corrupted_data(write_workload):
+    from sw.data.corrupted_dataset import to_float_chw, to_uint8_hwc
+    from sw.data.datasets import build_dataset
+    from sw.search.results import ResultsDB
+    from sw.study.study import Study
 
     fog = {"condition": "fog", "severity": 5, "seed": 0}
     path = write_workload({"name": "weather_fog_search", "search": {"pop_size": 4, "generations": 1},
@@ -200,6 +198,9 @@ def test_acceptance_sweep_on_the_default_workload(tmp_path):
 @pytest.mark.slow
 def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(write_workload):
     """Builds a small ZigZag table (about a minute): run on demand with `pytest -m slow`."""
+    from energy.build import build_table
+    from energy.outputs import write_outputs
+    from sw.study.study import Study
 
     path = write_workload({**SMALL, "name": "weather_energy", "search": {"bits": {"lower": 7, "upper": 8}},
                            "energy": {"engine": "zigzag", "accelerator": "eyeriss_like"}})
@@ -226,6 +227,7 @@ def test_sweep_plots_drop_vs_dram_energy_when_the_workload_has_an_energy_table(w
 def test_sweep_keys_keep_points_with_equal_bits_but_different_decision_vectors_apart():
     """A plugin's own variables (or a clipping method per layer) change the model without changing
     its bits: its stored weather results must not be reused for another point with the same bits."""
+    from sw.robustness.result import SweepModel
 
     bits = {"conv1": (4, 5), "fc": (8, 8)}
     a, b = SweepModel("P0", bits, 6.0, x=(4, 5, 8, 8, 0)), SweepModel("P1", bits, 6.0, x=(4, 5, 8, 8, 1))
@@ -239,6 +241,9 @@ def test_dram_energy_comes_from_the_registered_cost_provider(monkeypatch):
     registered, no DRAM energy; registered, its cost function and its label."""
     import types
 
+    from sw.core.registry import Registry
+    from sw.robustness import run
+    from sw.search.costs import CostProvider
 
     study = types.SimpleNamespace(name="s")
     monkeypatch.setattr(run, "COSTS", Registry("cost"))

@@ -20,7 +20,6 @@ from sw.search.pareto import non_dominated_mask
 from sw.search.plugin import PLUGIN_FUNCTIONS, PROBLEMS, check_plugin
 from sw.search.results import ResultsDB
 from sw.study.study import Study
-from sw.search.runner import DaskBackend
 
 
 def _dominates(a, b) -> bool:
@@ -183,6 +182,7 @@ def _individuals_of(path) -> dict:
 
 @pytest.mark.parametrize("kind", ["processes", "dask"])
 def test_parallel_runner_gives_the_serial_result(kind, write_workload, monkeypatch):
+    from sw.search.runner import DaskBackend
 
     monkeypatch.setattr(DaskBackend, "batches_per_worker", 1)  # 6 candidates, 2 workers: batches of 3
     common = {"search": {"pop_size": 6, "generations": 2}}
