@@ -59,8 +59,8 @@ def point_configuration(study: Study, point: str, run_id: int | None = None
     chooses them too (`calibration.search_methods`), cosim must simulate the point's own clipping."""
     if point == "int8":
         return study.uniform_bits(8), {}
-    if point != "best" and not point.lstrip("-").isdigit():
-        raise UserError(f"--point: expected int8, best or a Pareto row index, got {point!r}")
+    if point.removeprefix("ilp:") != "best" and not point.removeprefix("ilp:").lstrip("-").isdigit():
+        raise UserError(f"--point: expected int8, best, a Pareto row index, ilp:best or ilp:N, got {point!r}")
     row, _ = study.select_point(point, run_id)
     qmodel = study.apply(study.point_vector(row))
     return dict(qmodel.layer_bits()), qmodel.layer_clipping()

@@ -8,6 +8,7 @@ from pathlib import Path
 from sw.core.errors import UserError
 from sw.core.limits import MAX_BITS
 from sw.model.checkpoint import load_checkpoint
+from sw.study.configuration import POINT_HELP
 from sw.study.study import Study
 
 HELP = "evaluate one configuration (a decision vector, uniform bits, a Pareto point or fp32) on a dataset phase"
@@ -18,9 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--bits", help="comma-separated decision vector (one value per variable, see --list)")
     which.add_argument("--uniform", type=int, metavar="B", help="every layer at B bits")
-    which.add_argument("--point", metavar="N|best",
-                       help="point N of the latest Pareto front, or best: the cheapest point that meets the "
-                            "accuracy constraint on held-out data")
+    which.add_argument("--point", metavar="N|best|ilp:N|ilp:best", help=POINT_HELP)
     which.add_argument("--fp32", action="store_true", help="the unquantized model")
     which.add_argument("--checkpoint", type=Path, metavar="STEM",
                        help="a quantized checkpoint (retrain / export --format state_dict: STEM.pt + STEM.json) at its bits")
@@ -77,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
             if args.point is not None:
                 row, _ = study.select_point(args.point)
                 x = study.point_vector(row)
-                label = f"Pareto point {row['point']}" + (" (best on held-out data)" if args.point == "best" else "")
+                label = (f"{'ILP ' if args.point.startswith('ilp:') else ''}Pareto point {row['point']}"
+                         + (" (best on held-out data)" if args.point.endswith("best") else ""))
             else:
                 x = parse_bits(args.bits, len(study.variable_names))
                 label = "decision vector " + ",".join(map(str, x))

@@ -28,6 +28,7 @@ from pymoo.operators.sampling.rnd import IntegerRandomSampling
 from sw.model.calibration import ensure_calibrated
 from sw.model.reconstruction import ensure_rounding
 from sw.model.quantized_model import QuantizedModel, QuantSettings
+from sw.search.allocation import seed_vectors
 from sw.search.allocator import keep_freed_memory
 from sw.search.vector import clipping_names, default_variable_names, split, variable_names
 from sw.study.study import Study
@@ -114,14 +115,40 @@ def worker_problem(workload_path: str, thresholds: tuple[float, ...]) -> Quantiz
 
 
 class UniformFirstSampling(Sampling):
-    """Initial population: every uniform configuration (all-b bits, high to low), then random."""
+    """Initial population: every uniform configuration (all-b bits, high to low), then `seeds` (a
+    function of the problem and the number of places left, e.g. `IlpSeeds`), then random."""
+
+    def __init__(self, seeds: Callable[[ElementwiseProblem, int], Sequence[Sequence[int]]] | None = None):
+        super().__init__()
+        self.seeds = seeds
 
     def _do(self, problem, n_samples, **kwargs):
         lower, upper = int(problem.xl[0]), int(problem.xu[0])
         tail = list(getattr(problem, "uniform_tail", []))  # non-bit variables (clipping methods) at their default
-        uniform = [np.array([b] * (problem.n_var - len(tail)) + tail) for b in range(upper, lower - 1, -1)][:n_samples]
-        rest = IntegerRandomSampling()._do(problem, n_samples - len(uniform), **kwargs) if n_samples > len(uniform) else []
-        return np.vstack([*uniform, *rest]).astype(int) if len(rest) else np.vstack(uniform).astype(int)
+        uniform = [np.array([b] * (problem.n_var - len(tail)) + tail) for b in range(upper, lower - 1, -1)]
+        known = {tuple(x) for x in uniform}
+        seeds = self.seeds(problem, n_samples - len(uniform)) if self.seeds and n_samples > len(uniform) else []
+        first = (uniform + [np.asarray(x, dtype=int) for x in seeds if tuple(x) not in known])[:n_samples]
+        rest = IntegerRandomSampling()._do(problem, n_samples - len(first), **kwargs) if n_samples > len(first) else []
+        return np.vstack([*first, *rest]).astype(int) if len(rest) else np.vstack(first).astype(int)
+
+
+class IlpSeeds:
+    """`search.init: ilp`: the ILP sweep's allocations around the predicted constraint boundary and
+    their neighbours (`sw.search.allocation.seed_vectors`); the boundary is predicted from the fp32
+    accuracy `explore` stored and the problem's first threshold."""
+
+    def __init__(self, study: Study):
+        self.study = study
+
+    def __call__(self, problem: ElementwiseProblem, count: int) -> list[list[int]]:
+        study, search = self.study, self.study.workload.search
+        with study.open_db() as db:
+            fp32 = db.baseline(study.config_hash, "fp32")
+            thresholds = list(getattr(problem, "thresholds", []))
+            metric = study.workload.accuracy.metrics[0]
+            allowed = fp32[metric] - thresholds[0] if fp32 and thresholds and metric in fp32 else None
+            return seed_vectors(study, db, count, search.init_sensitivity, allowed_drop=allowed)
 
 
 # -- the plugin functions --------------------------------------------------------------------------
@@ -150,7 +177,8 @@ def prepare_exploration_function(qmodel, study, thresholds, elementwise_runner=N
 
 
 def sampling_method(study) -> Sampling:
-    return UniformFirstSampling()
+    """Uniform bit widths first, then (`search.init: ilp`) ILP allocations and their neighbours, then random."""
+    return UniformFirstSampling(IlpSeeds(study) if study.workload.search.init == "ilp" else None)
 
 
 def repair_method(study):

@@ -54,7 +54,8 @@ def build_report(study, run_id: int | None = None, out_dir: Path | None = None) 
     sections = [page.summary_section(inputs), page.baselines_section(inputs)]
     sections += _search_sections(inputs, draw)
     sections += [_energy_section(inputs, draw, out_dir), _weather_section(inputs, draw, out_dir),
-                 _cosim_section(inputs, out_dir)]
+                 _cosim_section(inputs, out_dir), _sensitivity_section(inputs, draw, out_dir),
+                 _compare_section(inputs, draw, out_dir)]
     sections += [_folder_section(folder, out_dir) for folder in inputs.folders]
     sections += [Section(name, title, notes=[n for n in inputs.notes if f"{name}/" in n])
                  for name, (title, _) in _absent_folders(inputs).items()]
@@ -146,6 +147,31 @@ def _cosim_section(inputs: StudyInputs, out_dir: Path) -> Section:
                          + (f", {elements:,} elements" if elements is not None else "") + f", {verdict}.</p>")
         parts.append(page.csv_table(t, out_dir))
     section.body = "".join(parts)
+    return section
+
+
+def _sensitivity_section(inputs: StudyInputs, draw, out_dir: Path) -> Section:
+    section = Section("sensitivity", "Sensitivity per layer")
+    if inputs.sensitivity is None:
+        section.notes = [n for n in inputs.notes if "sensitivity table" in n]
+        return section
+    figure = F.sensitivity_figure(inputs)
+    if figure is None:
+        section.notes.append(f"{inputs.sensitivity.path}: no layer/bits/fit_proxy/loss_increase columns to plot")
+    section.body = (draw(figure) if figure is not None else "") + page.csv_table(inputs.sensitivity, out_dir)
+    return section
+
+
+def _compare_section(inputs: StudyInputs, draw, out_dir: Path) -> Section:
+    section = Section("compare_search", "Search methods compared: hypervolume vs evaluations")
+    if inputs.compare is None:
+        section.notes = [n for n in inputs.notes if "search comparison" in n]
+        return section
+    figure = F.compare_figure(inputs)
+    if figure is None:
+        section.notes.append(f"{inputs.compare.path}: no method/seed/evaluations/hypervolume columns to plot")
+    section.body = (draw(figure) if figure is not None else "") + (
+        page.csv_table(inputs.compare_summary, out_dir) if inputs.compare_summary is not None else "")
     return section
 
 

@@ -15,7 +15,7 @@ from sw.search.pareto import front_point
 
 BLUE, GREEN, RED, GREY, GOLD, PINK = "#1f4e9c", "#2a8a4a", "#d62020", "#555555", "#f0b000", "#d9a0a0"
 PALE = "#9aa9c4"
-NAMES = ("front", "generations", "hypervolume", "bits", "energy", "weather")  # every figure a report can draw
+NAMES = ("front", "generations", "hypervolume", "bits", "energy", "weather", "sensitivity", "compare_search")  # every figure a report can draw
 OPERAND_COLORS = {"weights": "#4c72b0", "inputs": "#dd8452", "outputs": "#55a868"}
 
 
@@ -214,3 +214,84 @@ def weather_figure(inputs: StudyInputs) -> Figure | None:
     caption = (f"{metric} accuracy under {len(conditions)} weather conditions against severity, for "
                f"{', '.join(models)} (from {table.path.name})")
     return Figure("weather", f"{inputs.workload.name}: accuracy vs weather severity", caption, columns, rows, axes)
+
+
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+           "#17becf")
+
+
+def _chosen_bits(inputs: StudyInputs, layer: str) -> float:
+    """The weight bits the best (else the cheapest) front point gives `layer`; NaN without a front."""
+    if not inputs.front_rows:
+        return NAN
+    row = inputs.front_rows[inputs.best if inputs.best is not None else 0]
+    return to_float(row.get(f"{layer}.bits", row.get(f"{layer}.weight_bits")))
+
+
+def sensitivity_figure(inputs: StudyInputs) -> Figure | None:
+    """Per layer against bits: the Fisher-trace proxy (log10) and the measured loss increase
+    (sensitivity.csv), a star at the bits the best front point chose."""
+    table = inputs.sensitivity
+    if not {"layer", "bits", "fit_proxy", "loss_increase"} <= set(table.columns):
+        return None
+    layers = list(dict.fromkeys(r["layer"] for r in table.rows))
+    bits = sorted({int(to_float(r["bits"])) for r in table.rows})
+    value = {(r["layer"], int(to_float(r["bits"]))): r for r in table.rows}
+    columns = ["bits"]
+    for k in range(len(layers)):
+        columns += [f"l{k}_log_fit", f"l{k}_loss", f"l{k}_chosen_log_fit", f"l{k}_chosen_loss"]
+    rows = []
+    for b in bits:
+        row: list[Any] = [b]
+        for layer in layers:
+            r = value.get((layer, b), {})
+            fit, loss = to_float(r.get("fit_proxy")), to_float(r.get("loss_increase"))
+            log_fit, log_loss = (math.log10(v) if v > 0 else NAN for v in (fit, loss))
+            chosen = _chosen_bits(inputs, layer) == b
+            row += [log_fit, log_loss, log_fit if chosen else NAN, log_loss if chosen else NAN]
+        rows.append(row)
+    panels = []
+    for key, ylabel in (("log_fit", "log10 Fisher-trace proxy"), ("loss", "log10 measured loss increase (> 0)")):
+        series = []
+        for k, layer in enumerate(layers):
+            color = PALETTE[k % len(PALETTE)]
+            series += [Series("bits", f"l{k}_{key}", layer if key == "log_fit" else "", "line", color, "o", 3.0),
+                       Series("bits", f"l{k}_chosen_{key}", "", "marks", color, "*", 7.0)]
+        panels.append(Axis("bits (only this layer; the others at the baseline bits)", ylabel, series,
+                           ticks=[(b, str(b)) for b in bits], legend="north east"))
+    chosen = ("best" if inputs.best is not None else "cheapest") if inputs.front_rows else None
+    caption = ("Sensitivity of each layer to its bit width on the calibration data: the Fisher-trace proxy and the "
+               "measured loss increase when only that layer is quantized (where it is positive)"
+               + (f"; stars: the bits of the {chosen} Pareto point" if chosen else ""))
+    return Figure("sensitivity", f"{inputs.workload.name}: sensitivity per layer", caption, columns, rows, panels,
+                  columns_per_row=2)
+
+
+def compare_figure(inputs: StudyInputs) -> Figure | None:
+    """Hypervolume against evaluations per search method (compare_search/curves.csv): the median
+    over seeds at each evaluation count, and each seed's curve thin."""
+    table = inputs.compare
+    if not {"method", "seed", "evaluations", "hypervolume"} <= set(table.columns):
+        return None
+    curves: dict[str, dict[str, dict[int, float]]] = {}
+    for r in table.rows:
+        curves.setdefault(r["method"], {}).setdefault(r["seed"], {})[int(to_float(r["evaluations"]))] = \
+            to_float(r["hypervolume"])
+    longest = max((max(c) for seeds in curves.values() for c in seeds.values()), default=0)
+    methods = list(curves)
+    columns = ["evaluations"] + [f"m{k}_median" for k in range(len(methods))]
+    rows = []
+    for n in range(1, longest + 1):
+        row: list[Any] = [n]
+        for method in methods:
+            values = [c[n] for c in curves[method].values() if n in c]
+            complete = len(values) == len(curves[method])
+            row.append(sorted(values)[(len(values) - 1) // 2] if values and complete else NAN)
+        rows.append(row)
+    series = [Series("evaluations", f"m{k}_median", f"{m} (median of {len(curves[m])})", "line",
+                     PALETTE[k % len(PALETTE)], "none", 2.0) for k, m in enumerate(methods)]
+    axis = Axis("evaluations", "hypervolume (exploration data)", series, legend="south east")
+    caption = ("Hypervolume of the feasible points found against the number of evaluated candidates, per search "
+               "method (lower median over seeds while every seed's run is that long; one reference point for all)")
+    return Figure("compare_search", f"{inputs.workload.name}: hypervolume vs evaluations", caption, columns, rows,
+                  [axis])

@@ -10,6 +10,8 @@ The report never evaluates a model: it reads what the other commands wrote under
 | `energy_table.csv`, other `energy*.csv` | `python -m energy table` (and energy breakdowns) | energy per layer and operand |
 | `weather/sweep.csv` | `weather-sweep` | accuracy vs severity |
 | `cosim/*.csv` | `cosim` | co-simulation tables |
+| `sensitivity/sensitivity.csv` | `sensitivity` | sensitivity per layer and bits, with the front's bits |
+| `compare_search/curves.csv`, `summary.csv` | `compare-search` | hypervolume vs evaluations per search method |
 | `ablation/`, `deploy/`, `retrain/`: `*.csv`, `*.png`, `*.md`, `*.json` | `ablate`, `export`, `retrain` | tables, images, links |
 
 A missing input leaves its section out (with a note saying which command writes it); an
@@ -86,6 +88,9 @@ class StudyInputs:
     energy_tables: list[CsvTable] = field(default_factory=list)  # other energy*.csv (breakdowns)
     weather: CsvTable | None = None
     cosim: list[CsvTable] = field(default_factory=list)
+    sensitivity: CsvTable | None = None  # sensitivity/sensitivity.csv (python -m sw sensitivity)
+    compare: CsvTable | None = None  # compare_search/curves.csv (python -m sw compare-search)
+    compare_summary: CsvTable | None = None  # compare_search/summary.csv
     folders: list[Folder] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # why something is absent
     problems: list[str] = field(default_factory=list)  # unreadable inputs, one line each
@@ -157,6 +162,11 @@ def load_inputs(workload: Workload, config_hash: str, run_id: int | None = None)
                             if (t := _optional_csv(inputs, p, "")) is not None]
     inputs.weather = _optional_csv(inputs, results_dir / "weather" / "sweep.csv",
                                    "no weather sweep: `python -m sw weather-sweep WORKLOAD` writes one")
+    inputs.sensitivity = _optional_csv(inputs, results_dir / "sensitivity" / "sensitivity.csv",
+                                       "no sensitivity table: `python -m sw sensitivity WORKLOAD` writes one")
+    inputs.compare = _optional_csv(inputs, results_dir / "compare_search" / "curves.csv",
+                                   "no search comparison: `python -m sw compare-search WORKLOAD` writes one")
+    inputs.compare_summary = _optional_csv(inputs, results_dir / "compare_search" / "summary.csv", "")
     inputs.cosim = [t for p in sorted((results_dir / "cosim").glob("*.csv")) if (t := _optional_csv(inputs, p, ""))]
     if not inputs.cosim:
         inputs.notes.append("no co-simulation report: `python -m cosim WORKLOAD` (make cosim) writes one")

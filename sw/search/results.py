@@ -29,7 +29,8 @@ CREATE TABLE IF NOT EXISTS runs (
     objective_names TEXT NOT NULL,
     thresholds TEXT NOT NULL,
     started REAL NOT NULL,
-    finished REAL
+    finished REAL,
+    method TEXT NOT NULL DEFAULT 'nsga2'
 );
 CREATE TABLE IF NOT EXISTS individuals (
     run_id INTEGER NOT NULL REFERENCES runs(id),
@@ -85,6 +86,10 @@ class HypervolumeRow:
     ref_point: list[float]
 
 
+NSGA2 = "nsga2"  # a run's method: the search, or ILP + <sensitivity> for an ILP budget sweep (`sw.search.allocation`)
+ILP = "ilp:"
+
+
 @dataclass(frozen=True)
 class Run:
     id: int
@@ -97,6 +102,7 @@ class Run:
     thresholds: list[float]
     started: float
     finished: float | None
+    method: str = NSGA2
 
 
 def _key(x: Sequence[int]) -> str:
@@ -114,6 +120,9 @@ class ResultsDB:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             self.conn.executescript(SCHEMA)
+            columns = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+            if "method" not in columns:  # a database written before ILP runs were stored
+                self.conn.execute(f"ALTER TABLE runs ADD COLUMN method TEXT NOT NULL DEFAULT '{NSGA2}'")
         except sqlite3.DatabaseError as exc:
             raise DataError(f"{self.path}: expected a SQLite results database ({exc}); "
                             f"the file was left untouched, move it away to start afresh") from None
@@ -129,12 +138,13 @@ class ResultsDB:
 
     # -- runs ---------------------------------------------------------------------------------
     def start_run(self, workload: str, problem: str, config_hash: str, config: dict, var_names: list[str],
-                  metric_names: list[str], objective_names: list[str], thresholds: list[float]) -> int:
+                  metric_names: list[str], objective_names: list[str], thresholds: list[float], *,
+                  method: str = NSGA2) -> int:
         cur = self.conn.execute(
             "INSERT INTO runs (workload, problem, config_hash, config, var_names, metric_names, objective_names,"
-            " thresholds, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " thresholds, started, method) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (workload, problem, config_hash, json.dumps(config), json.dumps(var_names), json.dumps(metric_names),
-             json.dumps(objective_names), json.dumps(thresholds), time.time()))
+             json.dumps(objective_names), json.dumps(thresholds), time.time(), method))
         return int(cur.lastrowid)
 
     def finish_run(self, run_id: int) -> None:
@@ -142,9 +152,10 @@ class ResultsDB:
 
     def _run(self, row) -> Run:
         return Run(row[0], row[1], row[2], row[3], json.loads(row[4]), json.loads(row[5]), json.loads(row[6]),
-                   json.loads(row[7]), row[8], row[9])
+                   json.loads(row[7]), row[8], row[9], row[10])
 
-    _RUN_COLUMNS = "id, workload, problem, config_hash, var_names, metric_names, objective_names, thresholds, started, finished"
+    _RUN_COLUMNS = ("id, workload, problem, config_hash, var_names, metric_names, objective_names, thresholds, started, "
+                    "finished, method")
 
     def runs(self, workload: str | None = None) -> list[Run]:
         sql = f"SELECT {self._RUN_COLUMNS} FROM runs" + (" WHERE workload = ?" if workload else "") + " ORDER BY id"
@@ -156,8 +167,13 @@ class ResultsDB:
             raise DataError(f"{self.path}: no run with id {run_id}")
         return self._run(row)
 
-    def latest_run(self, config_hash: str | None = None, *, unfinished: bool = False) -> Run | None:
-        where, args = [], []
+    def latest_run(self, config_hash: str | None = None, *, unfinished: bool = False, method: str = NSGA2,
+                   finished: bool = False) -> Run | None:
+        """The newest run of `method` (the search by default; "ilp:" prefixes match every ILP sweep)."""
+        prefix = method.endswith(":")
+        where, args = ["method LIKE ?" if prefix else "method = ?"], [method + "%" if prefix else method]
+        if finished:
+            where.append("finished IS NOT NULL")
         if config_hash:
             where.append("config_hash = ?")
             args.append(config_hash)

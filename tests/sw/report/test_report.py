@@ -17,10 +17,12 @@ import pytest
 from workload_files import write_tiny_workload
 
 from sw.cli import main
+from sw.commands.compare_search import CURVE_COLUMNS
 from sw.search.results import ResultsDB
+from sw.search.sensitivity_store import write_csv as write_sensitivity_csv
 from sw.study.study import Study
 
-FIGURES = ("front", "generations", "hypervolume", "bits", "energy", "weather")
+FIGURES = ("front", "generations", "hypervolume", "bits", "energy", "weather", "sensitivity", "compare_search")
 
 
 # -- fixtures: a real explored study, and the other commands' outputs ---------------------------
@@ -128,8 +130,41 @@ def write_ablation_table(study: Study) -> None:
     write_ablation(rows, study.results_dir / "ablation", study, 4, 4)
 
 
+def sensitivity_value(layer_index: int, bits: int) -> tuple[float, float]:
+    """The synthetic sensitivity table's (fit_proxy, loss_increase): distinct per layer and bits."""
+    return 10.0 ** (-bits - layer_index), 0.5 ** bits * (layer_index + 1)
+
+
+def write_sensitivity(study: Study) -> None:
+    """sensitivity/sensitivity.csv through sw.search.sensitivity_store's own writer."""
+    rows = []
+    for k, layer in enumerate(study.quantized_model.layer_names):
+        for bits in (2, 3, 4, 5, 6):
+            fit, loss = sensitivity_value(k, bits)
+            rows.append({"layer": layer, "bits": bits, "parameters": 1, "hessian_trace": 0, "fisher_trace": 0,
+                         "perturbation": 0, "hessian_proxy": 0, "fit_proxy": fit, "loss_increase": loss,
+                         "top1_drop": 0})
+    write_sensitivity_csv(study, rows)
+
+
+COMPARE = {("nsga2_random", "1"): [0.0, 1.0, 2.0], ("nsga2_random", "2"): [0.5, 1.5, 1.5, 3.0],
+           ("ilp_only", "0"): [0.0, 2.5]}
+
+
+def write_compare(study: Study) -> None:
+    """compare_search/curves.csv and summary.csv with the columns `python -m sw compare-search` writes."""
+    folder = study.results_dir / "compare_search"
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "curves.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(CURVE_COLUMNS)
+        for (method, seed), values in COMPARE.items():
+            writer.writerows([method, seed, k + 1, v] for k, v in enumerate(values))
+    (folder / "summary.csv").write_text("method,final_hv\nnsga2_random,2.5\nilp_only,2.5\n")
+
+
 def remove_optional_inputs(study: Study) -> None:
-    for name in ("weather", "cosim", "ablation", "deploy", "retrain", "report"):
+    for name in ("weather", "cosim", "ablation", "deploy", "retrain", "report", "sensitivity", "compare_search"):
         shutil.rmtree(study.results_dir / name, ignore_errors=True)
     (study.results_dir / "energy_table.csv").unlink(missing_ok=True)
 
@@ -142,6 +177,8 @@ def full_report(study, tmp_path_factory) -> Path:
     write_weather(study)
     write_cosim(study, mismatching=1)
     write_folders(study)
+    write_sensitivity(study)
+    write_compare(study)
     out = tmp_path_factory.mktemp("full_report")
     assert main(["report", str(study.workload.path), "--out", str(out)]) == 0
     return out
@@ -228,7 +265,7 @@ def test_report_with_every_input(full_report):
     page = Page((report / "index.html").read_text())
     assert all(page.sections.values()), f"absent sections: {[k for k, v in page.sections.items() if not v]}"
     for section in ("summary", "baselines", "front", "generations", "hypervolume", "bits", "energy", "weather",
-                    "cosim", "ablation", "deploy", "retrain", "files"):
+                    "cosim", "sensitivity", "compare_search", "ablation", "deploy", "retrain", "files"):
         assert section in page.sections
     assert page.external == [], "the page must not load anything from the network"
     for name in FIGURES:  # each figure: embedded PNG, and its four files next to the page, linked
@@ -526,3 +563,24 @@ def test_page_in_headless_chromium_has_no_console_error_and_shows_the_front(full
         assert "Pareto front" in driver.find_element("css selector", "#front h2").text
     finally:
         driver.quit()
+
+
+def test_sensitivity_and_compare_figures_hold_their_tables(study, full_report):
+    """sensitivity.csv: log10 of each layer's proxy and loss per bits, stars at the best point's bits;
+    compare_search.csv: per method the lower median over seeds while every seed's curve lasts."""
+    front = json.loads((study.results_dir / "front.json").read_text())
+    point = front["front"][front["best"] if front["best"] is not None else 0]
+    rows = read_rows(full_report / "sensitivity.csv")
+    assert [int(r["bits"]) for r in rows] == [2, 3, 4, 5, 6]
+    for k, layer in enumerate(study.quantized_model.layer_names):
+        for r in rows:
+            fit, loss = sensitivity_value(k, int(r["bits"]))
+            assert number(r[f"l{k}_log_fit"]) == pytest.approx(np.log10(fit))
+            assert number(r[f"l{k}_loss"]) == pytest.approx(np.log10(loss))
+            chosen = int(r["bits"]) == point[f"{layer}.bits"]
+            assert (r[f"l{k}_chosen_log_fit"] != "nan") == chosen
+    curves = read_rows(full_report / "compare_search.csv")
+    assert len(curves) == 4
+    assert [number(r["m0_median"]) for r in curves[:3]] == [0.0, 1.0, 1.5]  # lower median of 2 seeds
+    assert curves[3]["m0_median"] == "nan"  # one seed's curve ended
+    assert [number(r["m1_median"]) for r in curves[:2]] == [0.0, 2.5]

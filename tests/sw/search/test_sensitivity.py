@@ -80,8 +80,6 @@ def test_the_ilp_is_optimal_and_honours_the_budget_on_small_instances():
 
 def test_sensitivity_then_allocate_on_the_tiny_study(write_workload, capsys):
     path = write_workload({"name": "tiny_sensitivity", "search": {"bits": {"lower": 3, "upper": 5}}})
-    assert main(["allocate", str(path), "--budget", "4"]) == 2  # no table yet: one error line
-    assert "sensitivity" in capsys.readouterr().err
     assert main(["sensitivity", str(path), "--samples", "2"]) == 0
     out = capsys.readouterr().out
     assert "Spearman" in out
