@@ -8,11 +8,13 @@ import argparse
 from pathlib import Path
 
 from cosim.cosimulation import point_configuration, run_cosim
+from cosim.golden import format_rows, replay
 from cosim.reference import FAULTS
 from cosim.report import format_table, write_csv
 from cosim.simulation import SIMULATORS, STALLS, WORD_WIDTHS
 from sw.cli import run_cli
 from sw.core.errors import UserError
+from sw.deploy.packing import DEFAULT_WORD_BITS
 from sw.model.checkpoint import load_checkpoint
 from sw.study.study import Study
 
@@ -34,19 +36,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=int, default=8, help="real images whose activations are captured (default 8)")
     p.add_argument("--layers", help="comma-separated layer names (default: every quantized layer and model_input)")
     p.add_argument("--sim", choices=SIMULATORS, default="icarus", help="HDL simulator (verilator: the fast option)")
-    p.add_argument("--word-bits", type=int, choices=WORD_WIDTHS, default=32, help="packed memory word width")
+    p.add_argument("--word-bits", type=int, choices=WORD_WIDTHS,
+                   help=f"packed memory word width (default {DEFAULT_WORD_BITS}; with --vectors the packed file's)")
     p.add_argument("--stalls", choices=STALLS, default="none",
                    help="random valid/ready bubbles on every stream (default none: fastest)")
     p.add_argument("--seed", type=int, default=0, help="seed of the stall patterns")
     p.add_argument("--inject", choices=FAULTS,
                    help="break the Python reference on purpose (wrong scale or truncating rounding): must fail")
     p.add_argument("--out", type=Path, help="CSV report path (default: <results>/cosim/<point>_<sim>_w<W>.csv)")
+    p.add_argument("--vectors", type=Path, metavar="DIR",
+                   help="replay the golden test vectors `python -m sw export` wrote (<label>_vectors/ or its "
+                        "manifest.json) instead: layer arithmetic, the packed weights file and every quantized "
+                        "tensor through the RTL, bit for bit (the word width is the packed file's)")
     p.add_argument("--progress", action="store_true", help="progress bars while training/loading data")
     p.add_argument("--verbose", "-v", action="store_true", help="more logging; tracebacks on errors")
     return p
 
 
+def run_vectors(args: argparse.Namespace) -> int:
+    """`--vectors`: replay golden test vectors; exit status 1 on any difference."""
+    print(f"replaying golden vectors {args.vectors} on {args.sim}", flush=True)
+    result = replay(args.vectors, sim=args.sim, word_bits=args.word_bits)
+    print(format_rows(result))
+    print(f"{len(result.rows)} checks, {sum(r.elements for r in result.rows):,} elements, "
+          f"{result.word_bits}-bit words, {result.wall_s:.1f} s")
+    if result.ok:
+        print("PASS: the golden vectors replay bit-exact (arithmetic, packed weights file, RTL)")
+        return 0
+    print("FAIL: the golden vectors do not replay (see the rows marked MISMATCH)")
+    return 1
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.vectors is not None:
+        return run_vectors(args)
+    args.word_bits = args.word_bits or DEFAULT_WORD_BITS
     study = Study(args.workload, progress=args.progress)
     preset = study.workload.quantization.preset
     if preset == "snpe":
@@ -67,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     result = run_cosim(study, layer_bits, point=args.point, images=args.images, layers=layers, sim=args.sim,
                        word_bits=args.word_bits, stalls=args.stalls, seed=args.seed, fault=args.inject,
                        clipping=clipping)
-    out = args.out or study.results_dir / "cosim" / f"{args.point}_{args.sim}_w{args.word_bits}.csv"
+    out = args.out or study.results_dir / "cosim" / f"{str(args.point).replace(':', '_')}_{args.sim}_w{args.word_bits}.csv"
     write_csv(result, out)
     print(format_table(result))
     cycles = sum(r.cycles for r in result.rows)

@@ -1,7 +1,7 @@
 """Element-by-element comparison of the RTL's outputs with the Python numerics, per tensor.
 
-Codes are read back out of the packed words the RTL wrote, with the bit layout the hardware
-documents (value i at stream bits [i*b, i*b+b), LSB first), so a packing error shows up as
+Codes are read back out of the packed words the RTL wrote (`sw.deploy.packing.unpack_codes`), with
+the bit layout the hardware documents (value i at stream bits [i*b, i*b+b), LSB first), so a packing error shows up as
 code mismatches. Dequantized values are compared with float equality: the integer code 0 has
 no sign, so the hardware returns +0.0 where fake quantization may return -0.0; every other
 value must be the same fp32 number. Word counts are compared with the energy package's DRAM
@@ -20,20 +20,9 @@ from cosim.capture import CapturedTensor
 from cosim.reference import Expected
 from cosim.simulation import StreamResult
 from energy.packing import channel_dram_words, dram_words
+from sw.deploy.packing import unpack_codes  # the one implementation of the layout (also the packed weights file's)
 
-
-def unpack_codes(words: np.ndarray, n: int, bits: int, word_bits: int, signed: bool) -> np.ndarray:
-    """The first n b-bit codes of a dense LSB-first bitstream of `word_bits`-bit words."""
-    words = np.asarray(words, dtype=np.uint64)
-    stream = np.unpackbits(words.astype("<u8").view(np.uint8).reshape(-1, 8)[:, : word_bits // 8],
-                           axis=1, bitorder="little").reshape(-1)
-    if stream.size < n * bits:
-        raise ValueError(f"{words.size} words hold {stream.size} bits, fewer than {n} x {bits}")
-    fields = stream[: n * bits].reshape(n, bits).astype(np.int64)
-    codes = fields @ (np.int64(1) << np.arange(bits, dtype=np.int64))
-    if signed:
-        codes = np.where(codes >= (1 << (bits - 1)), codes - (1 << bits), codes)
-    return codes
+__all__ = ["TensorReport", "compare", "unpack_codes"]
 
 
 @dataclass

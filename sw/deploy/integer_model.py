@@ -30,7 +30,9 @@ of a rounding boundary (x.5); `sw.deploy.verification` counts such codes per ten
 pow2 preset and BN folded every multiplier is an exact power of two (a pure shift).
 
 The program serialises to JSON (operations and integer attributes) + a tensors file
-(`torch.load(weights_only=True)`): `save` / `load`.
+(`torch.load(weights_only=True)`), each tensor in the narrowest integer type that holds it:
+`save` / `load`. `load(stem, packed=...)` takes the layers' weight codes from a packed weights
+file (`sw.deploy.packed_file`) instead, `use_packed_weights` swaps them in a built model.
 """
 
 from __future__ import annotations
@@ -48,9 +50,12 @@ import torch.nn.functional as F
 from sw.core.durable import atomic_write, write_text
 from sw.core.errors import DataError, first_line
 from sw.deploy.lowering import DeployGraph, Op, UnsupportedOp
+from sw.deploy.packed_file import PackedWeights, read_packed
+from sw.deploy.packing import narrowest_int
 from sw.quant.presets import QuantParams
 
-FORMAT = "mpq-integer-model/1"
+FORMAT = "mpq-integer-model/2"
+READABLE = ("mpq-integer-model/1", FORMAT)  # /1 stored every tensor as int64
 MULTIPLIER_BITS = 30  # m0 <= 2^30, so |v| < 2^31 times m0 stays below 2^61
 SUM_BITS = 60  # fused add/sub: every |v - zp| * m0 < 2^60, so two or three operands sum below 2^62
 INT32_MAX = 2 ** 31 - 1
@@ -255,7 +260,7 @@ class IntegerModel:
         ops = []
         for i, op in enumerate(self.ops):
             for k, v in op.tensors.items():
-                tensors[f"{i}.{k}"] = v
+                tensors[f"{i}.{k}"] = _narrowest(v)
             ops.append({"kind": op.kind, "output": op.output, "inputs": op.inputs, "ints": op.ints,
                         "tensors": sorted(op.tensors)})
         quant = {a: {"value": v, **_params_json(p)} for a, (v, p) in self.quant_outputs.items()}
@@ -269,7 +274,8 @@ class IntegerModel:
         return pt, js
 
     @classmethod
-    def load(cls, stem: Path) -> "IntegerModel":
+    def load(cls, stem: Path, packed: Path | None = None) -> "IntegerModel":
+        """The model saved under `stem`; with `packed`, its layers' weights from that packed weights file."""
         stem = Path(stem)
         pt, js = stem.with_suffix(".pt"), stem.with_suffix(".json")
         try:
@@ -277,13 +283,49 @@ class IntegerModel:
             tensors = torch.load(pt, map_location="cpu", weights_only=True)
         except Exception as exc:
             raise DataError(f"{stem}: expected an integer model ({js.name} + {pt.name}) ({first_line(exc)})") from None
-        if payload.get("format") != FORMAT:
-            raise DataError(f"{js}: expected an integer model of format {FORMAT}")
+        if payload.get("format") not in READABLE:
+            raise DataError(f"{js}: expected an integer model of format {FORMAT}, got {payload.get('format')!r}")
         ops = [IntOp(o["kind"], o["output"], o["inputs"], {k: _tuples(v) for k, v in o["ints"].items()},
-                     {k: tensors[f"{i}.{k}"] for k in o["tensors"]}) for i, o in enumerate(payload["ops"])]
+                     {k: tensors[f"{i}.{k}"].to(torch.int64) for k in o["tensors"]})  # stored narrow
+               for i, o in enumerate(payload["ops"])]
         quant = {a: (e["value"], _params_from_json(e)) for a, e in payload["quantizers"].items()}
-        return cls(ops, _params_from_json(payload["input"]), payload["output"], np.array(payload["out_step"]),
-                   np.array(payload["out_zp"]), quant)
+        model = cls(ops, _params_from_json(payload["input"]), payload["output"], np.array(payload["out_step"]),
+                    np.array(payload["out_zp"]), quant)
+        if packed is not None:
+            model.use_packed_weights(read_packed(packed))
+        return model
+
+    def layer_ops(self) -> dict[str, IntOp]:
+        """The conv / linear operations by layer name."""
+        return {op.ints["layer"]: op for op in self.ops if op.kind in ("conv", "linear") and "layer" in op.ints}
+
+    def use_packed_weights(self, packed: PackedWeights) -> None:
+        """Take every layer's weight codes (minus their zero points) from a packed weights file."""
+        layers = self.layer_ops()
+        if not layers:
+            raise DataError(f"{packed.path}: this integer model names no layers (saved as mpq-integer-model/1?); "
+                            f"export it again")
+        if set(layers) != set(packed.tensors):
+            raise DataError(f"{packed.path}: holds weights of {', '.join(sorted(packed.tensors)) or 'no layers'}; "
+                            f"the integer model has {', '.join(sorted(layers))}")
+        for name, op in layers.items():
+            t = packed.tensors[name]
+            if tuple(op.tensors["weight"].shape) != t.shape:
+                raise DataError(f"{packed.path}: layer {name} weights are {t.shape}, the integer model's "
+                                f"{tuple(op.tensors['weight'].shape)}")
+            codes = t.codes().astype(np.int64)
+            zp = np.broadcast_to(t.zero_point.reshape(-1), (t.shape[0],)).reshape(-1, *([1] * (codes.ndim - 1)))
+            op.tensors["weight"] = torch.from_numpy(codes - zp)  # as `_Builder._layer` stores them
+
+
+def _narrowest(t: torch.Tensor) -> torch.Tensor:
+    """An integer tensor in the narrowest signed torch type (uint8 for 0..255) that holds its values."""
+    if t.numel() == 0:
+        return t.to(torch.int8)
+    dtype = narrowest_int(int(t.min()), int(t.max()))
+    if dtype.kind == "u" and dtype.itemsize > 1:
+        dtype = narrowest_int(-1, int(t.max()))  # torch has no uint16 / uint32 arithmetic: the signed type
+    return t.to(getattr(torch, dtype.name))
 
 
 def _tuples(v):
@@ -436,6 +478,7 @@ class _Builder:
         bias_int = np.round(bias.double().numpy() / step).astype(np.int64) if bias is not None else np.zeros(oc, np.int64)
         ints = {k: op.attrs[k] for k in ("stride", "padding", "dilation", "groups")} if op.kind == "conv" else {}
         ints["frac_bits"] = frac
+        ints["layer"] = op.attrs["layer"]
         x_max = float(max(abs(m.codes[0] - m.zp.min()), abs(m.codes[1] - m.zp.min()),
                           abs(m.codes[0] - m.zp.max()), abs(m.codes[1] - m.zp.max())))
         w_sum = weight.abs().reshape(oc, -1).sum(1).double().numpy()

@@ -12,7 +12,9 @@ onnxruntime cannot run them (a custom-op library would be needed) and neither ca
 other QDQ consumers, whereas Q -> Clip -> DQ is standard ONNX (opset 13), runs everywhere, and
 a backend that supports b-bit types reads b from the Clip bounds. 9-16 bit codes use int16 /
 uint16 containers (opset 21) with the clip applied in float before quantizing (onnxruntime has
-no int16 Clip). Weight codes above 8 bits are int32 initializers.
+no int16 Clip). Weight codes of layers at <= 4 bits are INT4 / UINT4 initializers (opset 21: two
+codes a byte, the first in the low nibble, i.e. `sw.deploy.packing.pack_codes` at 4 bits into
+8-bit words), 5-8 bits int8 / uint8, above 8 bits int32.
 
 ONNX quantizes with `round(x / y_scale)` and dequantizes with `q * y_scale`, where
 pytorch-quantization computes `round(x * scale)` and `q / scale`; `y_scale` is the fp32
@@ -33,6 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from sw.core.durable import atomic_write
 from sw.deploy.lowering import DeployGraph, Op, UnsupportedOp
+from sw.deploy.packing import pack_codes
 from sw.quant.presets import QuantParams
 
 INPUT, OUTPUT = "input", "logits"
@@ -75,8 +78,16 @@ class _Emitter:
         self.inits.append(numpy_helper.from_array(np.asarray(array), name))
         return name
 
+    def const4(self, name: str, codes: np.ndarray, etype: int) -> str:
+        """An INT4 / UINT4 initializer: two codes a byte, the first in the low nibble (opset 21)."""
+        codes = np.asarray(codes)
+        self.inits.append(helper.make_tensor(name, etype, list(codes.shape), pack_codes(codes, 4, 8).tobytes(),
+                                             raw=True))
+        self.opset = max(self.opset, 21)
+        return name
+
     def node(self, op_type: str, inputs: list[str], output: str, **attrs) -> str:
-        self.nodes.append(helper.make_node(op_type, inputs, [output], name=output, **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [output], **attrs))  # unnamed: the output names it
         return output
 
     def emit(self) -> onnx.ModelProto:
@@ -139,16 +150,21 @@ class _Emitter:
             etype = TensorProto.INT32
         if etype in (TensorProto.INT16, TensorProto.UINT16):
             etype = TensorProto.INT32  # DequantizeLinear takes int32 at opset 13
-        w = self.const(f"{layer}.weight_codes", codes.astype(_NP[etype]))
+        lo, hi = int(codes.min(initial=p.lo)), int(codes.max(initial=p.hi))
+        four = TensorProto.INT4 if -8 <= lo and hi <= 7 else TensorProto.UINT4 if 0 <= lo and hi <= 15 else None
         y = _y_scale(p)
-        zp = p.zero_point.numpy().astype(_NP[etype])
+        zp = p.zero_point.numpy()
+        shape = (-1,) if p.axis is not None else ()
+        if p.bits <= 4 and four is not None:
+            w = self.const4(f"{layer}.weight_codes", codes, four)
+            z = self.const4(f"{layer}.weight_zero_point", zp.reshape(shape), four)
+        else:
+            w = self.const(f"{layer}.weight_codes", codes.astype(_NP[etype]))
+            z = self.const(f"{layer}.weight_zero_point", zp.astype(_NP[etype]).reshape(shape))
+        s = self.const(f"{layer}.weight_scale", y.reshape(shape))
         if p.axis is not None:
-            return self.node("DequantizeLinear", [w, self.const(f"{layer}.weight_scale", y.reshape(-1)),
-                                                  self.const(f"{layer}.weight_zero_point", zp.reshape(-1))],
-                             f"{layer}.weight", axis=int(p.axis))
-        return self.node("DequantizeLinear", [w, self.const(f"{layer}.weight_scale", y.reshape(())),
-                                              self.const(f"{layer}.weight_zero_point", zp.reshape(()))],
-                         f"{layer}.weight")
+            return self.node("DequantizeLinear", [w, s, z], f"{layer}.weight", axis=int(p.axis))
+        return self.node("DequantizeLinear", [w, s, z], f"{layer}.weight")
 
     def _conv(self, op: Op, x: list[str]) -> str:
         a = op.attrs
@@ -168,9 +184,15 @@ class _Emitter:
         return self.node("Gemm", inputs, op.name, transB=1)
 
     def _bn(self, op: Op, x: list[str]) -> str:
-        a = op.attrs
-        names = [self.const(f"{op.name}.{k}", a[k].numpy().astype(np.float32)) for k in ("gamma", "beta", "mean", "var")]
-        return self.node("BatchNormalization", [x[0], *names], op.name, epsilon=float(a["eps"]))
+        """Inference batch norm as PyTorch's CPU kernel computes it: x * alpha + beta with, in fp32,
+        alpha = gamma / sqrt(var + eps) and beta = beta - mean * alpha (two per-channel constants, not four)."""
+        a = {k: op.attrs[k].numpy().astype(np.float32) for k in ("gamma", "beta", "mean", "var")}
+        invstd = np.float32(1) / np.sqrt(a["var"] + np.float32(op.attrs["eps"]))
+        alpha = (invstd * a["gamma"]).astype(np.float32)
+        beta = (a["beta"] - a["mean"] * alpha).astype(np.float32)
+        shape = (-1, *([1] * (len(op.shape) - 2)))
+        y = self.node("Mul", [x[0], self.const(f"{op.name}.alpha", alpha.reshape(shape))], f"{op.name}.scaled")
+        return self.node("Add", [y, self.const(f"{op.name}.beta", beta.reshape(shape))], op.name)
 
     def _relu(self, op: Op, x: list[str]) -> str:
         return self.node("Relu", x, op.name)

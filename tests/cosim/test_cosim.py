@@ -100,7 +100,7 @@ def test_cli_writes_the_report_and_exits_non_zero_on_mismatch(tiny_study, tmp_pa
 
 @pytest.mark.parametrize("args, message", [
     (["--point", "best"], "no results database"),
-    (["--point", "fastest"], "--point: expected int8, best or a Pareto row index"),
+    (["--point", "fastest"], "--point: expected int8, best, a Pareto row index, ilp:best or ilp:N"),
     (["--layers", "no_such_layer"], "unknown layer(s) no_such_layer"),
     (["--images", "0"], "--images: expected a count >= 1"),
 ])

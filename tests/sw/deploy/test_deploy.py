@@ -143,7 +143,13 @@ def test_qdq_onnx_in_onnxruntime_equals_fake_quant(preset):
         if (p.lo, p.hi) not in ((-128, 127), (0, 255)):
             node = clips[f"{address}.clip"]
             assert (int(inits[node.input[1]]), int(inits[node.input[2]])) == (p.lo, p.hi)
-    assert inits["conv2.weight_codes"].dtype in (np.int8, np.uint8)
+    # weight codes: INT4 / UINT4 initialisers at <= 4 bits (opset 21), int8 / uint8 above
+    types = {t.name: t.data_type for t in model.graph.initializer}
+    four, eight = (onnx.TensorProto.INT4, onnx.TensorProto.UINT4), (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    for layer, (wbits, _) in MIXED.items():
+        assert types[f"{layer}.weight_codes"] in (four if wbits <= 4 else eight), (layer, wbits)
+        assert types[f"{layer}.weight_zero_point"] == types[f"{layer}.weight_codes"]
+    assert model.opset_import[0].version >= 21
     assert inits["conv2.weight_codes"].min() >= params_lo(qmodel, "conv2")
 
 
