@@ -37,6 +37,7 @@ an image's per-image corruption seed does not depend on `sample_limit` or `rando
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,21 +65,23 @@ def _unknown_classes(spec: Config) -> int | None:
 @dataclass(frozen=True)
 class DatasetEntry:
     """A registered dataset: `factory(spec)` returns the full dataset of `spec.split` at `spec.image_size`;
-    `classes(spec)` its number of classes (None where it cannot be known without loading it)."""
+    `classes(spec)` its number of classes (None where it cannot be known without loading it);
+    `decodes_files`: each item is decoded from an image file (DataLoader workers pay off)."""
 
     name: str
     needs_path: bool
     factory: Callable[[Config], Dataset]
     classes: Callable[[Config], int | None] = _unknown_classes
+    decodes_files: bool = False
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")
 
 
 def _register(name: str, needs_path: bool, classes: Callable[[Config], int | None] = _unknown_classes,
-              ) -> Callable[[Callable[[Config], Dataset]], Callable[[Config], Dataset]]:
+              decodes_files: bool = False) -> Callable[[Callable[[Config], Dataset]], Callable[[Config], Dataset]]:
     def add(factory: Callable[[Config], Dataset]) -> Callable[[Config], Dataset]:
-        DATASETS.add(name, DatasetEntry(name, needs_path, factory, classes))
+        DATASETS.add(name, DatasetEntry(name, needs_path, factory, classes, decodes_files))
         return factory
 
     return add
@@ -259,14 +262,14 @@ def _imagenet_c_folder(spec: Config) -> Path | None:
     return Path(spec.path) / str(corruption["condition"]) / str(corruption["severity"])
 
 
-@_register("imagefolder", needs_path=True, classes=_folder_classes)
+@_register("imagefolder", needs_path=True, classes=_folder_classes, decodes_files=True)
 def imagefolder(spec: Config) -> Dataset:
     """The folder, or one seeded split of it (`spec.split`)."""
     root = _require_path(spec)
     return split_folder(image_folder(root, spec.image_size), spec.split, root)
 
 
-@_register("imagenet_c", needs_path=True, classes=_imagenet_c_classes)
+@_register("imagenet_c", needs_path=True, classes=_imagenet_c_classes, decodes_files=True)
 def imagenet_c(spec: Config) -> Dataset:
     """The `<path>/<corruption.condition>/<corruption.severity>` folder of an ImageNet-C tree."""
     root = _require_path(spec)
@@ -317,8 +320,28 @@ def build_dataset(spec: Config, *, cache_dir: Path | str | None = None) -> Datas
     return dataset
 
 
-def build_loader(spec: Config, *, shuffle: bool = False, cache_dir: Path | str | None = None) -> DataLoader:
-    """A DataLoader over `build_dataset(spec)`; shuffling is seeded with `spec.seed`."""
+AUTO_WORKERS_FROM = 1000  # images of a file-decoding dataset from which `workers: null` starts processes
+AUTO_WORKERS_MAX = 4
+
+
+def loader_workers(spec: Config, dataset: Dataset, workers: int | None) -> int:
+    """DataLoader processes for `dataset`: `workers` as given, or (null) up to 4, one per core, for a
+    file-decoding dataset of >= 1000 images (decoding dominates there), else 0. Always 0 inside a
+    daemon process (a dask worker), which may not start children."""
+    if multiprocessing.current_process().daemon:
+        return 0
+    if workers is not None:
+        return workers
+    if DATASETS.get(spec.name).decodes_files and len(dataset) >= AUTO_WORKERS_FROM:
+        return min(AUTO_WORKERS_MAX, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1)
+    return 0
+
+
+def build_loader(spec: Config, *, shuffle: bool = False, cache_dir: Path | str | None = None,
+                 workers: int | None = 0) -> DataLoader:
+    """A DataLoader over `build_dataset(spec)`; shuffling is seeded with `spec.seed`; `workers`
+    decoding processes (None: `loader_workers`' choice)."""
     generator = torch.Generator().manual_seed(spec.get("seed", 0)) if shuffle else None
-    return DataLoader(build_dataset(spec, cache_dir=cache_dir), batch_size=spec.batch_size, shuffle=shuffle,
-                      generator=generator, num_workers=0)
+    dataset = build_dataset(spec, cache_dir=cache_dir)
+    return DataLoader(dataset, batch_size=spec.batch_size, shuffle=shuffle, generator=generator,
+                      num_workers=loader_workers(spec, dataset, workers))

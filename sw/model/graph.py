@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 
+from sw.core.device import module_device
 from sw.core.errors import first_line
 from sw.model import bn_folding
 
@@ -120,7 +121,7 @@ def insert_quantizers(gm: fx.GraphModule, input_shape: tuple[int, ...], make: Ca
     "__", as `QuantizedModel.activation_quantizers`); returns that ModuleDict.
     """
     with torch.no_grad():
-        ShapeProp(gm).propagate(torch.zeros((1, *input_shape)))
+        ShapeProp(gm).propagate(torch.zeros((1, *input_shape), device=module_device(gm)))
     modules = dict(gm.named_modules())
     gm.activation_quantizers = quantizers = nn.ModuleDict()
     taken: set[str] = set(modules)

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from sw.core.device import module_device, resolve_device
 from sw.core.durable import atomic_write
 from sw.data.datasets import build_loader
 from sw.evaluation.evaluate import evaluate
@@ -38,17 +39,21 @@ def _shift_augment(x: torch.Tensor, generator: torch.Generator, max_shift: int =
 
 def train(model: nn.Module, loader, *, epochs: int, lr: float, momentum: float = 0.9,
           weight_decay: float = 5e-4, seed: int = 0, progress: bool = False, desc: str = "training") -> nn.Module:
-    """SGD with a cosine schedule and shift augmentation; returns the model in eval mode."""
+    """SGD with a cosine schedule and shift augmentation, on the model's device (the batches go there;
+    the augmentation draws on the CPU, so a seed gives the same shifts everywhere); returns the model
+    in eval mode."""
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, epochs * len(loader)))
     loss_fn = nn.CrossEntropyLoss()
+    device = module_device(model)
     model.train()
     for _ in tqdm(range(epochs), desc=desc, disable=not progress, leave=False):
         for x, y in loader:
             optimizer.zero_grad(set_to_none=True)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             loss = loss_fn(model(_shift_augment(x, generator)), y)
             loss.backward()
             optimizer.step()
@@ -70,8 +75,10 @@ def cached_checkpoint(workload) -> Path:
 
 
 def train_and_cache(workload, model: nn.Module, *, progress: bool = False) -> Path:
-    """Train the workload's model from scratch, report its test accuracy, cache the weights."""
+    """Train the workload's model from scratch on the workload's `device`, report its test accuracy,
+    cache the weights (as CPU tensors: the checkpoint loads anywhere)."""
     cfg = workload.model.train
+    model.to(resolve_device(workload.device, where=workload.path))
     spec = workload.dataset("retraining")
     loader = build_loader(spec.__class__({**spec, "batch_size": cfg.batch_size}), shuffle=True)
     print(f"Training {workload.model.name} ({cfg.epochs} epochs, seed {cfg.seed}); cached for later runs...")
@@ -81,7 +88,7 @@ def train_and_cache(workload, model: nn.Module, *, progress: bool = False) -> Pa
     print("fp32 test accuracy: " + ", ".join(f"{k} {v:.4f}" for k, v in test.items()))
     path = cached_checkpoint(workload)
     with atomic_write(path, "wb") as fh:  # a killed run never leaves a half-written checkpoint
-        torch.save(model.state_dict(), fh)
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, fh)
     return path
 
 
@@ -97,6 +104,7 @@ def quantization_aware_training(qmodel, loader, *, epochs: int, lr: float, metho
     qmodel.adopt_learned_rounding()
     qmodel.unfreeze_weights()
     originals = swap_in(qmodel, method)
+    qmodel.to(module_device(qmodel))  # the swapped-in quantizers' parameters join the model's device
     try:
         train(qmodel, loader, epochs=epochs, lr=lr, seed=seed, progress=progress, desc=f"QAT ({method})")
     finally:

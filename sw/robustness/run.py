@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
@@ -115,8 +116,9 @@ def phase_data(study, phase: str) -> PhaseData:
     return PhaseData(full, [int(i) for i in indices], spec.batch_size)
 
 
-def to_batches(dataset: Dataset, batch_size: int) -> Batches:
-    return Batches.from_loader(DataLoader(dataset, batch_size=batch_size, shuffle=False))
+def to_batches(dataset: Dataset, batch_size: int, device: torch.device | str = "cpu") -> Batches:
+    """A (corrupted) set decoded once onto `device` (the study's), shared by every swept model."""
+    return Batches.from_loader(DataLoader(dataset, batch_size=batch_size, shuffle=False), device=device)
 
 
 # ---------------------------------------------------------------- the sweep
@@ -172,7 +174,7 @@ def run_sweep(study, conditions: Sequence[str] = DEFAULT_CONDITIONS, severities:
                 return data.corrupted(condition, severity, seed, cache_dir, pool)
 
             for (condition, severity, todo), dataset in zip(work, _prefetched(load, work), strict=True):
-                batches = to_batches(dataset, data.batch_size)
+                batches = to_batches(dataset, data.batch_size, study.device)
                 for model in todo:
                     bar.set_postfix_str(f"{condition} {severity} {model.label}", refresh=False)
                     start = time.perf_counter()
