@@ -1,6 +1,7 @@
 """Layers and dataflow of a torch model, read from a real forward pass (and torch.fx).
 
-- `trace_layers`: every `nn.Conv2d` (grouped and depthwise included) and `nn.Linear` under its
+- `trace_layers`: every `nn.Conv2d` (grouped and depthwise included), `nn.Conv1d` (as a 1 x L image)
+  and `nn.Linear` under its
   qualified module name (`model.named_modules()`), in the order the forward pass first calls it,
   as a `LayerGeometry` (`energy.layers`);
 - `trace_dataflow`: what travels between those layers (`energy.dataflow`, whose docstring says
@@ -25,6 +26,9 @@ from energy.layers import LayerGeometry
 from sw.core.errors import UserError
 from sw.nets.models import build_architecture
 
+COSTED = (nn.Conv1d, nn.Conv2d, nn.Linear)  # the layer types with a cost mapping
+TRANSPOSED = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+
 
 def _pair(value) -> tuple[int, int]:
     return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
@@ -45,6 +49,21 @@ def _conv_geometry(module: nn.Conv2d, x: torch.Tensor, y: torch.Tensor) -> Layer
         in_h=int(x.shape[2]), in_w=int(x.shape[3]), out_h=int(y.shape[2]), out_w=int(y.shape[3]),
         kernel_h=kh, kernel_w=kw, stride_h=sh, stride_w=sw, dilation_h=dh, dilation_w=dw,
         pad_top=pads[0], pad_bottom=pads[1], pad_left=pads[2], pad_right=pads[3])
+
+
+def _conv1d_geometry(module: nn.Conv1d, x: torch.Tensor, y: torch.Tensor) -> LayerGeometry:
+    """A Conv1d is a Conv2d on a 1 x L image with a 1 x k kernel."""
+    if isinstance(module.padding, str):
+        (k,), (s,), (d,) = module.kernel_size, module.stride, module.dilation
+        total = max(0, (y.shape[2] - 1) * s + d * (k - 1) + 1 - x.shape[2])
+        left, right = total // 2, total - total // 2
+    else:
+        left = right = int(module.padding[0])
+    return LayerGeometry(
+        kind="conv", in_channels=module.in_channels, out_channels=module.out_channels, groups=module.groups,
+        in_h=1, in_w=int(x.shape[2]), out_h=1, out_w=int(y.shape[2]), kernel_h=1, kernel_w=int(module.kernel_size[0]),
+        stride_h=1, stride_w=int(module.stride[0]), dilation_h=1, dilation_w=int(module.dilation[0]),
+        pad_top=0, pad_bottom=0, pad_left=left, pad_right=right)
 
 
 def _linear_geometry(module: nn.Linear, x: torch.Tensor) -> LayerGeometry:
@@ -71,10 +90,16 @@ def trace_layers(model: nn.Module, input_shape: Sequence[int]) -> dict[str, Laye
         x = inputs[0]
         if isinstance(module, nn.Conv2d):
             found[name] = _conv_geometry(module, x, output)
+        elif isinstance(module, nn.Conv1d):
+            found[name] = _conv1d_geometry(module, x, output)
         else:
             found[name] = _linear_geometry(module, x)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    transposed = [f"{name} ({type(m).__name__})" for name, m in model.named_modules() if isinstance(m, TRANSPOSED)]
+    if transposed:
+        raise UserError(f"energy: transposed convolutions have no cost mapping yet ({', '.join(transposed)}); "
+                        "search this model by weighted bits (the default problem) instead")
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, COSTED)]
     was_training = model.training
     try:
         model.eval()
@@ -132,7 +157,7 @@ def trace_dataflow(model: nn.Module, input_shape: Sequence[int], layers: Mapping
     layer_of: dict = {}
     for node in graph_module.graph.nodes:
         if node.op == "call_module" and node.target in position and node.target not in layer_of.values():
-            if isinstance(modules[node.target], (nn.Conv2d, nn.Linear)):
+            if isinstance(modules[node.target], COSTED):
                 layer_of[node] = node.target
 
     def kind(node) -> str:

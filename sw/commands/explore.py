@@ -54,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     qmodel = study.quantized_model
     print(f"{len(qmodel.layer_names)} quantized layers, {len(qmodel.quantizers())} quantizers, "
           f"calibration {w.calibration.method} -> {w.calibration_file}")
+    if qmodel.not_quantized:
+        print(f"not quantized (stay fp32): {', '.join(qmodel.not_quantized)}")
     with study.open_db() as db:
         base = baselines(study, db, skip=args.skip_baseline)
         for name, metrics in base.items():

@@ -1,4 +1,5 @@
-"""Model construction: registered custom models, torchvision models by name, opted-in custom code.
+"""Model construction: registered custom models (digits_cnn; the MLPerf Tiny set: resnet8, resnet20,
+mobilenet_v1_025, ds_cnn), torchvision models by name, opted-in custom code.
 
 `build_architecture` gives the untrained fp32 network (enough for shape tracing);
 `build_model` gives it with weights: a user's state_dict file (loaded with
@@ -15,6 +16,7 @@ from torch import nn
 
 from sw.core.errors import DataError
 from sw.core.registry import Registry
+from sw.nets.mlperf_tiny import DSCNN, MobileNetV1, ResNet8, ResNet20
 from sw.nets.training import cached_checkpoint, train_and_cache
 
 ModelFactory = Callable[[int], nn.Module]
@@ -41,6 +43,12 @@ class DigitsCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))
+
+
+MODELS.add("resnet8", ResNet8)
+MODELS.add("resnet20", ResNet20)
+MODELS.add("mobilenet_v1_025", MobileNetV1)
+MODELS.add("ds_cnn", DSCNN)
 
 
 def is_torchvision_model(name: str) -> bool:

@@ -70,3 +70,32 @@ def test_trace_matches_quantized_model_layer_names():
 def test_trace_bad_input_shape_is_a_user_error():
     with pytest.raises(UserError, match="input_shape"):
         trace_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 2)), [3, 9, 9])
+
+
+class Sequence1d(nn.Module):
+    """A keyword-spotting style 1-D net: Conv1d (padded, strided, 'same', depthwise) then a Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, 5, stride=2, padding=2)
+        self.same = nn.Conv1d(8, 8, 3, padding="same", groups=8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(self.same(self.conv(x)).mean(2))
+
+
+def test_conv1d_is_costed_as_the_conv2d_on_a_1xL_image():
+    as_1d = trace_layers(Sequence1d(), [4, 21])
+    as_2d = trace_layers(nn.Sequential(nn.Conv2d(4, 8, (1, 5), stride=(1, 2), padding=(0, 2))), [4, 1, 21])
+    conv, reference = as_1d["conv"], as_2d["0"]
+    for field in ("in_channels", "out_channels", "groups", "in_h", "in_w", "out_h", "out_w", "kernel_h", "kernel_w",
+                  "stride_h", "stride_w", "pad_left", "pad_right", "pad_top", "pad_bottom"):
+        assert getattr(conv, field) == getattr(reference, field), field
+    assert as_1d["same"].out_w == as_1d["same"].in_w == 11 and as_1d["same"].pad_left + as_1d["same"].pad_right == 2
+
+
+def test_transposed_convolution_is_refused_by_name():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ConvTranspose2d(2, 1, 2, stride=2))
+    with pytest.raises(UserError, match=r"1 \(ConvTranspose2d\)"):
+        trace_layers(model, [1, 8, 8])
