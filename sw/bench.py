@@ -19,6 +19,16 @@ one-thread serial rate), with dask's own cost per task and per call (`task_overh
 calibration time of each method (statistics, then amax at every bit width 2..8 as a search
 needs it) as a ratio to max calibration, with pytorch-quantization's own entropy search on one
 histogram for comparison. Emulate a 2-core CI machine with `taskset -c 0,1`.
+
+Then large evaluation sets (`--only data`): generated image folders of 2k, 4k and 8k 32x32 PNGs
+evaluated as the search does (`Study.evaluate_bits`, random bits per layer), on the workload's
+`device: auto` (a GPU where there is one): the one-time decode, the memory held (uint8), the time
+per candidate and per 1k images (flat = linear growth) and the share of it spent handling data
+(expanding uint8 batches to float32 and placing them: goal <= 10 %).
+
+Then learned rounding (`--only rounding`): AdaRound's precompute time per layer and weight bit
+width on the digits CNN, and one candidate's evaluation with learned vs nearest rounding as
+ratios to fp32 (learned codes are applied when weights freeze, so the ratios should agree).
 """
 
 from __future__ import annotations
@@ -29,8 +39,10 @@ import logging
 import os
 import pickle
 import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import absl.logging
 import cloudpickle
@@ -41,9 +53,13 @@ warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")
 import numpy as np
 import torch
 import torchvision
+import yaml
+from PIL import Image
 
+from sw.data.datasets import build_dataset, loader_workers
 from sw.model.calibration import METHODS, Recipe, calibrate
 from sw.model.quantized_model import ActivationQuantizer, QuantizedModel, QuantSettings
+from sw.model.reconstruction import RoundingSettings, RoundingStore, prepare_rounding
 from sw.nets.models import DigitsCNN
 from sw.problems.quantization_problem import worker_problem
 from sw.quant.adapter import library_entropy_amax
@@ -314,7 +330,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-batches", type=int, default=4, help="batches for the calibration benchmark")
     parser.add_argument("--candidates", type=int, default=32, help="candidates per call in the runner benchmark")
     parser.add_argument("--runner-repeats", type=int, default=5, help="interleaved repeats of the runner benchmark")
-    parser.add_argument("--only", choices=("models", "runners", "calibration"), help="run one part only")
+    parser.add_argument("--data-sizes", default="2000,4000,8000", help="images of the generated folders (data part)")
+    parser.add_argument("--data-model", default="digits_cnn",
+                        help="model of the data part (digits_cnn: the cheapest, so data handling weighs most)")
+    parser.add_argument("--data-repeats", type=int, default=5)
+    parser.add_argument("--rounding-bits", default="2,3,4", help="weight bit widths of the learned-rounding part")
+    parser.add_argument("--rounding-iterations", type=int, default=RoundingSettings.iterations,
+                        help="AdaRound steps per layer and bit width (default: the workload default)")
+    parser.add_argument("--only", choices=("models", "runners", "calibration", "data", "rounding"),
+                        help="run one part only")
     args = parser.parse_args(argv)
     absl.logging.set_verbosity(absl.logging.ERROR)
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -325,6 +349,12 @@ def main(argv: list[str] | None = None) -> int:
         print_runners(bench_runners(args.candidates, repeats=args.runner_repeats))
     if args.only in (None, "calibration"):
         bench_calibration_table(args)
+    if args.only in (None, "rounding"):
+        print_rounding(bench_rounding([int(b) for b in args.rounding_bits.split(",")], args.rounding_iterations,
+                                      args.batches, args.batch_size, args.repeats))
+    if args.only in (None, "data"):
+        print_data(bench_data([int(n) for n in args.data_sizes.split(",")], args.data_model, args.data_repeats,
+                              args.batch_size * 4))
     return 0
 
 
@@ -359,5 +389,168 @@ def bench_calibration_table(args) -> None:
           f"vectorised {ours * 1e3:.1f} ms ({library / ours:.0f}x)")
 
 
+def write_image_folder(root: Path, images: int, side: int = 32, classes: int = 10, seed: int = 0) -> Path:
+    """`root/c<k>/<i>.png`: `images` random RGB PNGs of side x side over `classes` class folders."""
+    rng = np.random.default_rng(seed)
+    for k in range(classes):
+        (root / f"c{k}").mkdir(parents=True, exist_ok=True)
+    for i in range(images):
+        Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)).save(root / f"c{i % classes}" / f"{i}.png")
+    return root
+
+
+def bench_data(sizes: list[int], model: str, repeats: int, batch_size: int) -> list[dict]:
+    """Per image-folder size: decode once, then candidates as the search evaluates them (see the module
+    doc). Every size is measured in each repeat (interleaved), so a shared machine's slow spells hit all
+    sizes alike; `growth` is the median over repeats of the time per image relative to the first size's."""
+    rows, runs = [], []
+    with tempfile.TemporaryDirectory(prefix="bench_data_") as tmp:
+        tmp = Path(tmp)
+        torch.manual_seed(0)
+        net = DigitsCNN(10) if model == "digits_cnn" else torchvision.models.get_model(model, weights=None, num_classes=10)
+        torch.save(net.state_dict(), tmp / "weights.pt")
+        for n in sizes:
+            root = write_image_folder(tmp / f"images{n}", n)
+            folder = {"name": "imagefolder", "path": str(root), "split": "all", "batch_size": batch_size}
+            workload = {"name": f"bench_data_{n}", "device": "auto",
+                        "model": {"name": model, "num_classes": 10, "input_shape": [3, 32, 32],
+                                  "weights": str(tmp / "weights.pt")},
+                        "datasets": {"calibration": {**folder, "sample_limit": 256}, "exploration": folder},
+                        "calibration": {"method": "max"}, "results": {"dir": str(tmp / "results")}}
+            path = tmp / f"bench_data_{n}.yaml"
+            path.write_text(yaml.safe_dump(workload))
+            study = Study(path)
+            qmodel = study.quantized_model
+            for bits in range(2, 9):  # every layer at every bit width, as a search's first population does
+                qmodel.set_uniform_bits(bits)
+            spec = study.workload.dataset("exploration")
+            workers = loader_workers(spec, build_dataset(spec), study.workload.loading.workers)
+            start = time.perf_counter()
+            batches = study.batches("exploration")
+            decode = time.perf_counter() - start
+            runs.append((n, study, batches, np.random.default_rng(0)))
+            rows.append({"images": n, "decode_s": decode, "workers": workers, "held_mib": batches.nbytes / 2**20,
+                         "stored": str(batches.batches[0][0].dtype).split(".")[-1], "device": str(study.device),
+                         "model": model, "repeats": repeats, "batch_size": batch_size})
+
+        def candidate(study: Study, rng) -> None:
+            names = study.quantized_model.layer_names
+            study.evaluate_bits({name: (int(b), int(b)) for name, b in zip(names, rng.integers(2, 9, len(names)))})
+
+        def data_only(study: Study, batches) -> None:  # what an evaluation does with the data besides the model
+            for x, y in batches:
+                x.to(study.device, non_blocking=True), y.to(study.device, non_blocking=True)
+            if study.device.type == "cuda":
+                torch.cuda.synchronize(study.device)
+
+        for _, study, batches, rng in runs:  # warm-up
+            candidate(study, rng)
+            data_only(study, batches)
+        # (wall, CPU) seconds: this process's CPU time is what a busy shared machine disturbs least
+        cand: list[list[tuple[float, float]]] = [[] for _ in runs]
+        data: list[list[tuple[float, float]]] = [[] for _ in runs]
+        for _ in range(repeats):
+            for i, (_, study, batches, rng) in enumerate(runs):
+                cand[i].append(_wall_and_cpu(lambda: candidate(study, rng)))
+                data[i].append(_wall_and_cpu(lambda: data_only(study, batches)))
+        for i, row in enumerate(rows):
+            for k, clock in enumerate(("", "cpu_")):
+                c_i, d_i, c_0 = ([t[k] for t in ts] for ts in (cand[i], data[i], cand[0]))
+                row.update({f"{clock}candidate_s": statistics.median(c_i), f"{clock}data_s": statistics.median(d_i),
+                            f"{clock}fraction": statistics.median(d / c for d, c in zip(d_i, c_i)),
+                            f"{clock}growth": statistics.median((c / c0) / (row["images"] / rows[0]["images"])
+                                                                for c, c0 in zip(c_i, c_0))})
+        runs.clear()
+    return rows
+
+
+def _wall_and_cpu(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def print_data(rows: list[dict]) -> None:
+    """The large-evaluation-set benchmark as a table."""
+    r0 = rows[0]
+    print(f"\nlarge evaluation sets: image folders of 32x32 PNGs, {r0['model']} on {r0['device']}, batches of "
+          f"{r0['batch_size']}, {r0['repeats']} repeats (medians); decoded once per study, held as "
+          f"{r0['stored']}; data = expanding to float32 + placing the batches")
+    print(f"{'':>36}{'---------------- wall ----------------':>40}{'---------------- CPU -----------------':>40}")
+    print(f"{'images':>7}{'decode s':>10}{'workers':>9}{'held MiB':>10}"
+          + f"{'cand ms':>9}{'ms/1k img':>11}{'vs first':>10}{'data %':>10}" * 2)
+    for r in rows:
+        line = f"{r['images']:>7}{r['decode_s']:>10.2f}{r['workers']:>9}{r['held_mib']:>10.1f}"
+        for clock in ("", "cpu_"):
+            per_k = r[f"{clock}candidate_s"] * 1e3 / (r["images"] / 1000)
+            line += (f"{r[f'{clock}candidate_s'] * 1e3:>9.0f}{per_k:>11.1f}{r[f'{clock}growth']:>9.2f}x"
+                     f"{r[f'{clock}fraction'] * 100:>9.2f}%")
+        print(line)
+    print("vs first: time per image relative to the smallest set, median of each repeat's ratio (1.00 = linear "
+          "growth); data %: the data part's share of a candidate, median of each repeat's ratio; goal: <= 10 %; "
+          f"CPU: this process's CPU seconds (all its threads); load average {os.getloadavg()[0]:.1f}")
+
+def bench_rounding(bit_widths: list[int], iterations: int, batches: int, batch_size: int, repeats: int) -> dict:
+    """Learned rounding (AdaRound) on the digits CNN: the precompute per layer and weight bit width,
+    then one candidate's evaluation with learned vs nearest rounding, each as a ratio to fp32."""
+    torch.manual_seed(0)
+    data = [torch.rand(batch_size, 3, 32, 32) for _ in range(batches)]
+    model = DigitsCNN(10).eval()
+    models = {}
+    learned: list = []
+    with tempfile.TemporaryDirectory() as folder:
+        for method in ("nearest", "adaround"):
+            qmodel = QuantizedModel(model, (3, 32, 32), QuantSettings(calib_method="max"))
+            calibrate(qmodel, [(x, None) for x in data[:2]], "max")
+            if method == "adaround":
+                settings = RoundingSettings(method=method, iterations=iterations)
+                store = RoundingStore(Path(folder) / "rounding", {"bench": True})
+                learned = prepare_rounding(qmodel, [(x, None) for x in data[:2]], bit_widths, settings, store)
+            qmodel.freeze_weights()
+            for bits in bit_widths:
+                qmodel.set_uniform_bits(bits)
+            models[method] = qmodel.eval()
+    rng = np.random.default_rng(0)
+    names = models["nearest"].layer_names
+
+    def candidate() -> dict:
+        return {n: (int(b), 8) for n, b in zip(names, rng.choice(bit_widths, len(names)))}
+
+    def run(q) -> None:
+        with torch.no_grad():
+            for x in data:
+                q(x)
+
+    def evaluate(q: QuantizedModel) -> None:
+        q.set_layer_bits(candidate())
+        run(q)
+
+    for q in models.values():
+        evaluate(q)
+    times: dict[str, list[float]] = {"fp32": [], "nearest": [], "adaround": []}
+    for _ in range(repeats):
+        times["fp32"].append(_time(lambda: run(model), 1))
+        for method, q in models.items():
+            times[method].append(_time(lambda q=q: evaluate(q), 1))
+    return {"learned": [(layer, bits, report.seconds, report.kept) for layer, bits, report in learned],
+            "iterations": iterations, "candidate": f"{batches} batches of {batch_size}",
+            **{f"{k}_s": statistics.median(v) for k, v in times.items()},
+            **{f"ratio_{k}": statistics.median(a / b for a, b in zip(times[k], times["fp32"]))
+               for k in ("nearest", "adaround")}}
+
+
+def print_rounding(r: dict) -> None:
+    print(f"\nlearned rounding (AdaRound, {r['iterations']} steps) on the digits CNN: precompute per layer and "
+          "weight bit width, once per study (stored, resumable)")
+    print(f"{'layer':<16}{'bits':>5}{'seconds':>9}  kept")
+    for layer, bits, seconds, kept in r["learned"]:
+        print(f"{layer:<16}{bits:>5}{seconds:>9.2f}  {kept}")
+    total = sum(x[2] for x in r["learned"])
+    print(f"total {total:.1f} s for {len(r['learned'])} (layer, bits); mean {total / max(1, len(r['learned'])):.2f} s each")
+    print(f"one candidate ({r['candidate']}), median ratio to fp32: nearest {r['ratio_nearest']:.2f}x, learned "
+          f"rounding {r['ratio_adaround']:.2f}x (learned codes are applied when the weights freeze: no per-candidate cost)")
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
+

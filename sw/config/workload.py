@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from sw.core.device import DEVICES, valid_device_name
 from sw.core.errors import WorkloadError
 from sw.core.limits import CALIBRATION_METHODS, MAX_BITS, MAX_SEED, ROUNDINGS
 from sw.core.schema import AnyOf, Config, ListOf, MapOf, PathSpec, Scalar, Section
@@ -169,6 +170,11 @@ SEARCH = Section({
                             doc="per variable; default 1/n_var"),
     "mutation_eta": Scalar(float, default=20.0, min=0.0),
     "seed": seed(1),
+    "init": Scalar(str, default="random", choices=("random", "ilp"),
+                   doc="first population: uniform bits then random (random), or uniform bits, the ILP front over "
+                       "the sensitivity table and its neighbours (ilp; README, 'Sensitivity and ILP allocation')"),
+    "init_sensitivity": Scalar(str, default="fit_proxy", choices=("fit_proxy", "hessian_proxy", "loss_increase"),
+                               doc="what the ILP of search.init: ilp minimises"),
     "bits": Section({
         "lower": Scalar(int, default=2, min=2, max=MAX_BITS, doc="signed integers need >= 2 bits"),
         "upper": Scalar(int, default=8, min=2, max=MAX_BITS),
@@ -186,6 +192,16 @@ SEARCH = Section({
         "address": Scalar(str, default=None, nullable=True, doc="dask scheduler address; null starts a local cluster"),
     }, default={}),
 }, default={}, check=_check_search)
+
+LOADING = Section({
+    "memory_mb": Scalar(int, default=4096, min=1,
+                        doc="bound on the decoded images a study holds in memory (on its device), all phases and "
+                            "corrupted copies together: uint8 where the images are 8-bit (1 byte a value), float32 "
+                            "otherwise; the least recently used set goes first, a single set above it is an error"),
+    "workers": Scalar(int, default=None, min=0, nullable=True,
+                      doc="DataLoader processes decoding image files once per set; null: up to 4 (one per core) "
+                          "for image folders of >= 1000 images, else 0"),
+}, default={})
 
 RESULTS = Section({
     "dir": PathSpec(default="results"),
@@ -271,6 +287,9 @@ WORKLOAD = Section({
     "search": SEARCH,
     "results": RESULTS,
     "energy": ENERGY,
+    "device": Scalar(str, default="auto", doc=f"where models, data and training run: {' | '.join(DEVICES)}; auto "
+                                               "takes the current CUDA device when torch sees one, else the CPU"),
+    "loading": LOADING,
 })
 
 
@@ -336,4 +355,6 @@ def load_workload(path: str | Path | None = None) -> Workload:
     _check_data_fits_model(config, path)
     _check_calibration(config, path)
     _check_preset(config, path)
+    if not valid_device_name(config.device):
+        raise WorkloadError(path, "device", f"one of {', '.join(DEVICES)}", config.device)
     return Workload(config, path)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -54,6 +55,8 @@ from sw.quant.clipping import (
     clipping_from_json,
 )
 from sw.quant.presets import Pow2Quantizer, squared_error
+
+log = logging.getLogger(__name__)
 
 FORMAT = "mpq-calibration/1"
 WEIGHT_METHODS = ("max", "aciq")
@@ -138,11 +141,15 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
             handles.append(q.register_forward_pre_hook(stats[name]))
     if recipe.bias_correction != "none":
         for name, layer in layers.items():
+            if not BiasCorrection.supports(layer):
+                log.warning("%s (%s): no bias correction (Conv1d, Conv2d and Linear only)", name, type(layer).__name__)
+                continue
             input_means[name] = InputMean()
             handles.append(layer.register_forward_pre_hook(input_means[name]))
+    device = qmodel.device
     try:
         for x, _ in tqdm(data, desc="calibrating", disable=not progress, leave=False):
-            qmodel(x)
+            qmodel(x.to(device, non_blocking=True))
     finally:
         for h in handles:
             h.remove()
@@ -176,6 +183,7 @@ def calibrate(qmodel: QuantizedModel, data: Iterable, method: str | Recipe = "ma
         apply_clipping(q)
         if isinstance(q, Pow2Quantizer) and _is_weight(name):
             _choose_pow2_rounding(q, layers[name[: -len(".weight")]].weight.detach())
+    qmodel.to(device)  # amax buffers made from CPU statistics join the model's device
 
 
 def _choose_pow2_rounding(q: Pow2Quantizer, weight: torch.Tensor) -> None:
@@ -271,6 +279,7 @@ def load_calibration(qmodel: QuantizedModel, path: Path, identity: dict[str, Any
         if hasattr(q, "load_extra_calibration"):
             q.load_extra_calibration(entry)
         apply_clipping(q)
+    qmodel.to(qmodel.device)  # the file's amax buffers join the model's device
 
 
 def calibration_identity(study) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Wrap any `nn.Module` with NVIDIA pytorch-quantization fake-quant quantizers.
 
-- every `nn.Conv2d` / `nn.Linear` becomes a `QuantConv2d` / `QuantLinear` with an input and a
-  weight `TensorQuantizer` (weights per tensor or per output channel);
+- every `nn.Conv1d` / `nn.Conv2d` / `nn.ConvTranspose1d` / `nn.ConvTranspose2d` / `nn.Linear` becomes
+  its pytorch-quantization counterpart with an input and a weight `TensorQuantizer` (weights per
+  tensor or per output channel; `sw.model.layer_kinds`); what else multiplies tensors stays fp32 and
+  is listed in `not_quantized`;
 - a `TensorQuantizer` in front of the model quantizes the model's input (8 bits: camera data);
 - optional extra activation quantizers after modules chosen by a predicate (forward hooks);
 - with `graph: fx` (the default) the model is a torch.fx graph and activation quantizers also
@@ -32,8 +34,10 @@ from pytorch_quantization.tensor_quant import QuantDescriptor
 from torch import fx, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
 
+from sw.core.device import module_device
 from sw.model import inference_graph
 from sw.model.graph import insert_quantizers, prepare_fp32
+from sw.model.layer_kinds import QUANT_LAYER_TYPES, QUANTIZED, TRANSPOSED, macs, not_quantized, weight_axis
 from sw.model.weighting import LayerSize
 from sw.quant import adapter, fused_quant
 from sw.quant.adaround import rounded_weight
@@ -41,8 +45,6 @@ from sw.quant.adapter import QuantizerBase, input_quantizer, quantizing_only, st
 from sw.quant.bit_allocation import ChannelBitsQuantizer
 from sw.quant.clipping import HISTOGRAM_METHODS, apply_clipping, select_clipping
 from sw.quant.presets import apply_preset, quant_params, resolve
-
-QUANT_LAYER_TYPES = (qnn.QuantConv2d, qnn.QuantLinear)
 
 ACTIVATION_PREDICATES: dict[str, Callable[[str, nn.Module], bool]] = {
     "none": lambda name, module: False,
@@ -179,21 +181,27 @@ def _input_descriptor(s: QuantSettings) -> QuantDescriptor:
     return QuantDescriptor(num_bits=s.baseline_bits, calib_method=s.calib_method, narrow_range=s.narrow_range)
 
 
-def _weight_descriptor(s: QuantSettings) -> QuantDescriptor:
-    axis = (0,) if s.per_channel_weights else None
-    return QuantDescriptor(num_bits=s.baseline_bits, axis=axis, calib_method="max", narrow_range=s.narrow_range)
+def _weight_descriptor(s: QuantSettings, axis: int = 0) -> QuantDescriptor:
+    axes = (axis,) if s.per_channel_weights else None
+    return QuantDescriptor(num_bits=s.baseline_bits, axis=axes, calib_method="max", narrow_range=s.narrow_range)
 
 
 def _quantized_copy(module: nn.Module, s: QuantSettings) -> nn.Module:
-    kwargs = dict(quant_desc_input=_input_descriptor(s), quant_desc_weight=_weight_descriptor(s))
-    if isinstance(module, nn.Conv2d):
-        q = qnn.QuantConv2d(module.in_channels, module.out_channels, module.kernel_size, module.stride,
-                            module.padding, module.dilation, module.groups, module.bias is not None,
-                            module.padding_mode, **kwargs)
+    kwargs = dict(quant_desc_input=_input_descriptor(s), quant_desc_weight=_weight_descriptor(s, weight_axis(module)))
+    quantized = QUANTIZED[type(module)]
+    if isinstance(module, nn.Linear):
+        q = quantized(module.in_features, module.out_features, module.bias is not None, **kwargs)
+    elif isinstance(module, TRANSPOSED):
+        q = quantized(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                      padding=module.padding, output_padding=module.output_padding, groups=module.groups,
+                      bias=module.bias is not None, dilation=module.dilation, padding_mode=module.padding_mode, **kwargs)
     else:
-        q = qnn.QuantLinear(module.in_features, module.out_features, module.bias is not None, **kwargs)
+        q = quantized(module.in_channels, module.out_channels, module.kernel_size, stride=module.stride,
+                      padding=module.padding, dilation=module.dilation, groups=module.groups,
+                      bias=module.bias is not None, padding_mode=module.padding_mode, **kwargs)
     adapter.set_layer_quantizer(q, "input", ActivationQuantizer(kwargs["quant_desc_input"]))
     adapter.set_layer_quantizer(q, "weight", ChannelBitsQuantizer(kwargs["quant_desc_weight"]))
+    q.to(module.weight.device)  # built where the fp32 layer lives, the weights copied there
     with torch.no_grad():
         q.weight.copy_(module.weight)
         if module.bias is not None:
@@ -209,6 +217,7 @@ class QuantizedModel(nn.Module):
         super().__init__()
         self.settings = settings
         self.input_shape = tuple(input_shape)
+        device = module_device(model)  # the quantized model lives where the fp32 model does
         self.model = prepare_fp32(model, tuple(input_shape), graph=settings.graph, fold_bn=settings.fold_bn)
         self._replace_layers()
         self.model_input = ActivationQuantizer(_input_descriptor(settings))
@@ -228,6 +237,7 @@ class QuantizedModel(nn.Module):
         apply_preset(self, settings.preset)
         for q in self.quantizers().values():
             adapter.set_histogram_bins(q, settings.num_bins)
+        self.to(device)
         self._master: dict[str, torch.Tensor] = {}
         self._master_bias: dict[str, torch.Tensor | None] = {}
         self._weight_cache: dict[tuple[str, int], tuple[torch.Tensor, torch.Tensor | None]] = {}
@@ -241,8 +251,9 @@ class QuantizedModel(nn.Module):
     def _replace_layers(self) -> None:
         for name, module in list(self.model.named_modules()):
             for child_name, child in list(module.named_children()):
-                if type(child) in (nn.Conv2d, nn.Linear):
+                if type(child) in QUANTIZED:
                     setattr(module, child_name, _quantized_copy(child, self.settings))
+        self.not_quantized: list[str] = not_quantized(self.model)
 
     def _make_output_hook(self, key: str):
         def hook(module: nn.Module, inputs, output):
@@ -260,17 +271,13 @@ class QuantizedModel(nn.Module):
                 x = inputs[0]
                 if any(s.name == name for s in sizes):
                     return
-                if isinstance(module, qnn.QuantLinear):
-                    per_out = module.in_features
-                else:
-                    per_out = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
-                sizes.append(LayerSize(name, module.weight.numel(), x[0].numel(), output[0].numel() * per_out))
+                sizes.append(LayerSize(name, module.weight.numel(), x[0].numel(), macs(module, x, output)))
             handles.append(layer.register_forward_hook(record))
         states = {n: adapter.is_enabled(q) for n, q in self.quantizers().items()}
         for q in self.quantizers().values():
             q.disable()
         try:
-            self.model(torch.zeros((1, *input_shape)))
+            self.model(torch.zeros((1, *input_shape), device=self.device))
         finally:
             for h in handles:
                 h.remove()
@@ -291,6 +298,11 @@ class QuantizedModel(nn.Module):
             if not (_global_forward_hooks or _global_forward_pre_hooks or any(hooks)):
                 return graph(inference_graph.quantize(self.model_input, x, None))
         return self.model(self.model_input(x))
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights live (inputs and calibration data go there)."""
+        return module_device(self.model)
 
     # -- addressing ---------------------------------------------------------------------------
 

@@ -29,7 +29,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
@@ -37,6 +36,7 @@ from sw.core.durable import atomic_write, write_text
 from sw.core.errors import DataError
 from sw.core.limits import ROUNDINGS
 from sw.model.calibration import calibration_identity
+from sw.model.layer_kinds import forward_with
 from sw.model.quantized_model import QuantizedModel
 from sw.quant import adapter
 from sw.quant.adaround import (
@@ -81,19 +81,10 @@ class RoundingSettings:
         return self.method != "nearest"
 
 
-def layer_forward(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """The layer's operation with the given weight (conv2d or linear, the layer's own geometry)."""
-    if weight.dim() == 4:  # a (Quant)Conv2d
-        if layer.padding_mode != "zeros":
-            raise ValueError(f"learned rounding supports zero-padded convolutions, not padding_mode {layer.padding_mode!r}")
-        return F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
-    return F.linear(x, weight, bias)
-
-
 def reconstruction_error(layer: nn.Module, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                          target: torch.Tensor) -> torch.Tensor:
     """Squared output error summed over output channels, averaged over the rest (AdaRound's loss)."""
-    return ((layer_forward(layer, x, weight, bias) - target) ** 2).sum(dim=1).mean()
+    return ((forward_with(layer, x, weight, bias) - target) ** 2).sum(dim=1).mean()
 
 
 @dataclass(frozen=True)
@@ -184,7 +175,7 @@ class RoundingStore:
         return torch.from_numpy(bits_.reshape(tuple(shape)).copy())
 
     def save(self, layer: str, bits: int, up: torch.Tensor) -> None:
-        packed = np.packbits(up.flatten().numpy().astype(np.uint8))
+        packed = np.packbits(up.flatten().cpu().numpy().astype(np.uint8))
         with atomic_write(self.path(layer, bits), "wb") as fh:
             np.save(fh, packed, allow_pickle=False)
 
@@ -194,9 +185,10 @@ def _layer_inputs(qmodel: QuantizedModel, name: str, data: Iterable) -> torch.Te
     """The fp32 inputs of one layer on `data` (the caller has every quantizer off, fp32 weights)."""
     seen: list[torch.Tensor] = []
     handle = qmodel.layers()[name].register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    device = qmodel.device
     try:
         for x, _ in data:
-            qmodel(x)
+            qmodel(x.to(device, non_blocking=True))
     finally:
         handle.remove()
     return torch.cat(seen)
@@ -220,7 +212,7 @@ def prepare_rounding(qmodel: QuantizedModel, data: Iterable, bit_widths: Iterabl
                 if stored is None:
                     todo.setdefault(name, []).append(bits)
                 else:
-                    wq.learned_rounding.set(bits, stored)
+                    wq.learned_rounding.set(bits, stored.to(layer.weight.device))
     if not todo:
         return []
     learned: list[tuple[str, int, RoundingReport]] = []
@@ -238,7 +230,7 @@ def prepare_rounding(qmodel: QuantizedModel, data: Iterable, bit_widths: Iterabl
             weight = layer.weight.detach().clone()
             bias = None if layer.bias is None else layer.bias.detach().clone()
             with torch.no_grad():
-                targets = layer_forward(layer, inputs, weight, bias)
+                targets = forward_with(layer, inputs, weight, bias)
             wq = adapter.weight_quantizer(layer)
             for bits in widths_todo:
                 wq.num_bits = bits

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.conv import _ConvNd
 
 CORRECTIONS = ("none", "mean", "mean_variance")
 
@@ -61,10 +62,21 @@ class BiasCorrection:
         x = mean_input.double()
         if isinstance(layer, nn.Linear):
             return cls(x.reshape(1, -1), variance)
+        if not cls.supports(layer):
+            raise ValueError(f"bias correction supports Conv1d, Conv2d and Linear layers, not {type(layer).__name__}")
         mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
         padded = F.pad(x[None], layer._reversed_padding_repeated_twice, mode=mode)
-        patches = F.unfold(padded, layer.kernel_size, dilation=layer.dilation, stride=layer.stride)
+        kernel, dilation, stride = layer.kernel_size, layer.dilation, layer.stride
+        if len(kernel) == 1:  # a Conv1d: a 1 x L image
+            padded, kernel, dilation, stride = padded[:, :, None, :], (1, *kernel), (1, *dilation), (1, *stride)
+        patches = F.unfold(padded, kernel, dilation=dilation, stride=stride)
         return cls(patches.mean(dim=2)[0].reshape(layer.groups, -1), variance)
+
+    @staticmethod
+    def supports(layer: nn.Module) -> bool:
+        """Linear and (1d/2d) convolutions; a transposed convolution's output mixes patches differently."""
+        return isinstance(layer, nn.Linear) or (isinstance(layer, _ConvNd) and not layer.transposed
+                                                 and len(layer.kernel_size) in (1, 2))
 
     def correct(self, weight: torch.Tensor, quantized: torch.Tensor, bias: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,8 +90,8 @@ class BiasCorrection:
         corrected = xi[:, None] * wq
         groups = self.patch_mean.shape[0]
         error = (w - corrected).reshape(groups, w.shape[0] // groups, -1)
-        shift = torch.einsum("gof,gf->go", error, self.patch_mean).reshape(-1)
-        base = torch.zeros(w.shape[0], dtype=torch.float64) if bias is None else bias.detach().double()
+        shift = torch.einsum("gof,gf->go", error, self.patch_mean.to(w.device)).reshape(-1)
+        base = torch.zeros(w.shape[0], dtype=torch.float64, device=w.device) if bias is None else bias.detach().double()
         return corrected.to(weight.dtype).reshape(weight.shape), (base + shift).to(weight.dtype)
 
     def to_json(self) -> dict[str, Any]:

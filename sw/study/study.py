@@ -19,13 +19,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import torch
 from torch import nn
 
 from sw.config.workload import WORKLOAD, Workload, load_workload
+from sw.core.device import resolve_device
 from sw.core.errors import DataError, UserError, WorkloadError
 from sw.data.corrupted_dataset import cache_dir_for
 from sw.data.datasets import build_loader
-from sw.evaluation.evaluate import Batches, evaluate
+from sw.evaluation.evaluate import Batches, BatchCache, evaluate
 from sw.evaluation.metrics import at_chance, chance_accuracy
 from sw.model.quantized_model import QuantizedModel
 from sw.model.reconstruction import ensure_rounding
@@ -34,7 +36,7 @@ from sw.nets.models import build_model
 from sw.search.heldout import PHASE, best_index, reevaluate
 from sw.search.pareto import front_rows, pareto_front
 from sw.search.plugin import PROBLEMS, check_plugin, variable_names_of
-from sw.search.results import Individual, ResultsDB, Run
+from sw.search.results import ILP, Individual, ResultsDB, Run
 
 
 class Study:
@@ -46,7 +48,8 @@ class Study:
         batches this one reuses (see `variant`)."""
         self.workload = workload if isinstance(workload, Workload) else load_workload(workload)
         self.progress = progress
-        self._batches: dict[Any, Batches] = {} if shared_with is None else shared_with._batches
+        self._batches = (BatchCache(self.workload.loading.memory_mb << 20) if shared_with is None
+                         else shared_with._batches)
         self._qmodel: QuantizedModel | None = None
         if shared_with is not None:
             self.__dict__["fp32_model"] = shared_with.fp32_model  # fills the cached_property
@@ -67,9 +70,24 @@ class Study:
         A weights file counts by its contents, not its name: new weights under the same name
         are a new configuration, the same weights moved elsewhere are not.
         """
+        return _hash(self._hashed_config())
+
+    @cached_property
+    def model_hash(self) -> str:
+        """`config_hash` without the search section: what a per-layer measurement of the quantized
+        model depends on (the sensitivity table, `sw.search.sensitivity_store`)."""
+        config = self._hashed_config()
+        config.pop("search", None)
+        return _hash(config)
+
+    def _hashed_config(self) -> dict:
         config = self.workload.config.to_dict()
-        config.pop("results", None)
+        for key in ("results", "device", "loading"):  # where results go and where / how they are computed
+            config.pop(key, None)
         config.get("search", {}).pop("runner", None)
+        if config.get("search", {}).get("init", "random") == "random":  # hashes of runs before search.init stay
+            for key in ("init", "init_sensitivity"):
+                config["search"].pop(key, None)
         config.get("accuracy", {}).pop("chance_level", None)
         calibration = config.get("calibration", {})
         if calibration.get("rounding", "nearest") == "nearest":  # its settings change nothing then
@@ -78,7 +96,7 @@ class Study:
         model = config.get("model", {})
         if model.get("weights"):
             model["weights"] = {"sha256": _file_sha256(Path(model["weights"]))}
-        return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        return config
 
     @cached_property
     def plugin(self) -> Any:
@@ -88,8 +106,15 @@ class Study:
 
     # -- models ---------------------------------------------------------------------------------
     @cached_property
+    def device(self) -> torch.device:
+        """Where this study's models and batches live (the workload's `device`; a one-line error
+        when it names a CUDA device that is not there)."""
+        return resolve_device(self.workload.device, where=self.workload.path)
+
+    @cached_property
     def fp32_model(self) -> nn.Module:
-        return build_model(self.workload, progress=self.progress)
+        """The fp32 model in eval mode, on `device` (trained there first if it has no weights yet)."""
+        return build_model(self.workload, progress=self.progress).to(self.device)
 
     @property
     def quantized_model(self) -> QuantizedModel:
@@ -111,16 +136,21 @@ class Study:
 
     # -- data -------------------------------------------------------------------------------------
     def batches(self, phase: str, corruption: Mapping[str, Any] | None = None) -> Batches:
-        """The dataset of a phase, decoded once and kept in memory (optionally corrupted)."""
+        """The dataset of a phase (optionally corrupted), decoded once and kept on `device` (uint8
+        where the images are 8-bit) within `loading.memory_mb` (`sw.evaluation.evaluate.BatchCache`)."""
         key = (phase, json.dumps(dict(corruption), sort_keys=True) if corruption else None)
-        if key not in self._batches:
+        cached = self._batches.get(key)
+        if cached is None:
             spec = self.workload.dataset(phase)
             if corruption is not None:
                 spec = spec.__class__({**spec, "corruption": spec.__class__(corruption)})
-
-            loader = build_loader(spec, cache_dir=cache_dir_for(self.results_dir))
-            self._batches[key] = Batches.from_loader(loader, progress=self.progress, desc=f"loading {phase}")
-        return self._batches[key]
+            loading = self.workload.loading
+            loader = build_loader(spec, cache_dir=cache_dir_for(self.results_dir), workers=loading.workers)
+            cached = Batches.from_loader(loader, progress=self.progress, desc=f"loading {phase}", device=self.device,
+                                         max_bytes=self._batches.max_bytes,
+                                         what=f"{self.workload.path}: datasets.{phase}")
+            self._batches.put(key, cached)
+        return cached
 
     def evaluate(self, model: nn.Module, phase: str = "exploration", corruption: Mapping[str, Any] | None = None,
                  ) -> dict[str, float]:
@@ -211,6 +241,15 @@ class Study:
                             f"`python -m sw explore {self.workload.path}` again")
         return run, front
 
+    def ilp_run_id(self) -> int:
+        """The latest ILP run of this configuration (`python -m sw allocate`)."""
+        with self.open_db() as db:
+            run = db.latest_run(self.config_hash, method=ILP)
+        if run is None:
+            raise DataError(f"{self.db_path}: no ILP allocation of this configuration yet; run "
+                            f"`python -m sw allocate {self.workload.path} --sweep` first")
+        return run.id
+
     def pareto_bits(self, run_id: int | None = None) -> list[dict[str, tuple[int, int]]]:
         run, front = self.pareto_points(run_id)
         return [self.decode(ind.x) for ind in front]
@@ -224,12 +263,16 @@ class Study:
 
     def select_point(self, point: str | int, run_id: int | None = None) -> tuple[dict, dict[str, tuple[int, int]]]:
         """(front row, bits per layer) of a Pareto point: "best" (the cheapest point that meets the
-        constraint on held-out data) or a row index of the front."""
+        constraint on held-out data) or a row index of the front; "ilp:best" / "ilp:N" the same of the
+        latest ILP run's front (`python -m sw allocate`, `sw.search.allocation`)."""
+        if isinstance(point, str) and point.startswith(ILP):
+            point, run_id = point.removeprefix(ILP), self.ilp_run_id()
         if point != "best":
             try:
                 point = int(point)
             except (TypeError, ValueError):
-                raise UserError(f"--point: expected best or a Pareto point index, got {point!r}") from None
+                raise UserError(f"--point: expected best, N, ilp:best or ilp:N (N a Pareto point index), "
+                                f"got {point!r}") from None
         run, rows = self.front(run_id)
         if not rows:
             raise DataError(f"{self.db_path}: exploration run {run.id} has no feasible point")
@@ -260,6 +303,10 @@ class Study:
                                     f"at most one value per metric ({len(metrics)}: {', '.join(metrics)})", minimum)
             return list(minimum)
         return [float(minimum)]
+
+
+def _hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _file_sha256(path: Path) -> str:

@@ -44,7 +44,7 @@ def test_learned_rounding_beats_nearest_on_the_calibration_data_and_decides_ever
     assert report.learned_error < 0.8 * report.nearest_error
     assert report.undecided < 0.02  # the annealed regulariser pushed (almost) every h to 0 or 1
     w = layer.weight.detach()
-    error = float(reconstruction_error(layer, inputs, rounded_weight(w, params, up.float()), layer.bias, targets))
+    error = float(reconstruction_error(layer, inputs, rounded_weight(w, params, up.float()), layer.bias.detach(), targets))
     assert error == pytest.approx(report.learned_error)
     assert int((params.codes(rounded_weight(w, params, up.float())) - params.codes(w)).abs().max()) <= 1
 
